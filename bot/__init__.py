@@ -1,0 +1,1 @@
+"""aftercare: a Telegram assistant that clinics give their patients after aesthetic treatments."""

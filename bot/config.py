@@ -1,0 +1,202 @@
+"""Typed configuration, loaded and validated once.
+
+Every setting has an embedded default, so `aftercare shell` runs with no file at all.
+Values may reference environment variables as `${NAME}` (or `${NAME:-default}`), and a
+few well-known variables override the file outright. The bot token is a `SecretStr`:
+it never appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from bot.core.problems import InvalidContent, Problem
+from bot.core.yamlsource import load_yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONTENT_DIR = REPO_ROOT / "faq"
+TELEGRAM_API_URL = "https://api.telegram.org/bot"
+
+# Environment variables that override the file (documented in config.example.yaml).
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "TELEGRAM_BOT_TOKEN": ("telegram", "token"),
+    "AFTERCARE_TELEGRAM_API_URL": ("telegram", "api_url"),
+    "AFTERCARE_DATABASE_URL": ("database_url",),
+    "AFTERCARE_STAFF_CHAT_ID": ("telegram", "staff_chat_id"),
+    "AFTERCARE_INVITE_SECRET": ("invite_secret",),
+}
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+LocalisedText = str | dict[str, str]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClinicConfig(_Strict):
+    """Facts inserted into content by placeholders. Each may be one text or one per language."""
+
+    name: LocalisedText = "Demo Aesthetic Clinic"
+    phone: LocalisedText = "+39 02 0000 0000"
+    email: LocalisedText = "care@clinic.example"
+    address: LocalisedText = "Via Esempio 1, Milano"
+    opening_hours: LocalisedText = {
+        "en": "Mon-Fri 9:00-19:00, Sat 9:00-13:00",
+        "it": "lun-ven 9:00-19:00, sab 9:00-13:00",
+        "pl": "pon.-pt. 9:00-19:00, sob. 9:00-13:00",
+        "es": "lun-vie 9:00-19:00, sáb 9:00-13:00",
+    }
+    booking_url: LocalisedText = "https://clinic.example/book"
+    emergency_number: LocalisedText = "112"
+    crisis_line: LocalisedText = {
+        "en": "your local crisis line (in the UK: Samaritans 116 123)",
+        "it": "Telefono Amico 02 2327 2327",
+        "pl": "116 123 (Telefon zaufania dla dorosłych)",
+        "es": "la Línea 024 de atención a la conducta suicida",
+    }
+
+    def facts(self, lang: str, default_lang: str) -> dict[str, str]:
+        """The placeholder values for one language."""
+        fields = {
+            "clinic_name": self.name,
+            "clinic_phone": self.phone,
+            "clinic_email": self.email,
+            "clinic_address": self.address,
+            "opening_hours": self.opening_hours,
+            "booking_url": self.booking_url,
+            "emergency_number": self.emergency_number,
+            "crisis_line": self.crisis_line,
+        }
+        return {key: _localised(value, lang, default_lang) for key, value in fields.items()}
+
+
+def _localised(value: LocalisedText, lang: str, default_lang: str) -> str:
+    if isinstance(value, str):
+        return value
+    return value.get(lang) or value.get(default_lang) or next(iter(value.values()), "")
+
+
+class WebhookConfig(_Strict):
+    url: str | None = None  # public HTTPS URL Telegram posts to; unset = long polling
+    listen: str = "0.0.0.0"
+    port: int = 8443
+    path: str = "telegram"
+    secret_token: SecretStr | None = None
+
+
+class TelegramConfig(_Strict):
+    token: SecretStr | None = None
+    api_url: str = TELEGRAM_API_URL
+    staff_chat_id: int | None = None
+    staff_user_ids: tuple[int, ...] = ()
+    handoff_idle_minutes: int = Field(default=24 * 60, ge=1)
+    poll_timeout: int = Field(default=30, ge=0)
+    webhook: WebhookConfig = WebhookConfig()
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
+class MatchingConfig(_Strict):
+    answer_threshold: float = Field(default=0.0, ge=-5, le=5)
+
+
+class Config(_Strict):
+    clinic: ClinicConfig = ClinicConfig()
+    languages: tuple[str, ...] = ("en", "it", "pl", "es")
+    default_language: str = "en"
+    timezone: str = "Europe/Rome"
+    content_dir: Path = DEFAULT_CONTENT_DIR
+    database_url: str = "sqlite:///aftercare.db"
+    invite_secret: SecretStr | None = None
+    telegram: TelegramConfig = TelegramConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone '{value}'") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _default_language_is_offered(self) -> Config:
+        if not self.languages:
+            raise ValueError("at least one language is needed")
+        if self.default_language not in self.languages:
+            raise ValueError(
+                f"default_language '{self.default_language}' is not one of languages {list(self.languages)}"
+            )
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def facts(self, lang: str) -> dict[str, str]:
+        return self.clinic.facts(lang, self.default_language)
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the config file (optional), expand `${VARS}`, apply env overrides; raises InvalidContent."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    display = str(path) if path else "<defaults>"
+    doc = None
+    if path is not None:
+        doc = load_yaml(path, display)
+        if doc.problems:
+            raise InvalidContent(doc.problems)
+        if doc.data is not None and not isinstance(doc.data, dict):
+            raise InvalidContent([Problem(display, 1, "config must be a mapping of settings")])
+        data = _expand(doc.data or {}, env)
+        if "content_dir" in data and not Path(str(data["content_dir"])).is_absolute():
+            data["content_dir"] = str((path.parent / str(data["content_dir"])).resolve())
+    for variable, target in ENV_OVERRIDES.items():
+        if env.get(variable):
+            _set_path(data, target, env[variable])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(str(part) for part in err["loc"])
+            line = doc.line_of(loc) if doc else None
+            where = ".".join(loc) or "config"
+            message = f"unknown setting '{where}'" if err["type"] == "extra_forbidden" else f"'{where}': {err['msg']}"
+            # Never echo an input value: it might be the token.
+            problems.append(Problem(display, line, message))
+        raise InvalidContent(problems) from None
+
+
+def _expand(value: Any, env: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: env.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {key: _expand(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, env) for item in value]
+    return value
+
+
+def _set_path(data: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    node = data
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value

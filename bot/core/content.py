@@ -1,0 +1,387 @@
+"""Curated content: typed models of `faq/`, loaded once and validated with every problem located.
+
+Content is written by clinic staff, so validation is the user interface here: every
+problem is collected (not just the first) and reported as `file:line: message`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.core.problems import Problem
+from bot.core.text import fold
+from bot.core.yamlsource import Loc, YamlDocument, load_yaml
+
+TELEGRAM_MESSAGE_LIMIT = 4096
+TITLE_LIMIT = 40
+BUTTON_LIMIT = 40
+MIN_QUESTIONS = 3
+LONG_ANSWER = 1500
+
+CLINIC_PLACEHOLDERS = frozenset(
+    {
+        "clinic_name",
+        "clinic_phone",
+        "clinic_email",
+        "clinic_address",
+        "opening_hours",
+        "booking_url",
+        "emergency_number",
+        "crisis_line",
+    }
+)
+# Interface texts that take a value besides the clinic facts.
+EXTRA_PLACEHOLDERS: dict[str, frozenset[str]] = {"language_set": frozenset({"language"})}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class TopicMeta(_Strict):
+    category: str
+    related: tuple[str, ...] = ()
+
+
+class TopicsFile(_Strict):
+    categories: tuple[str, ...]
+    topics: dict[str, TopicMeta]
+
+
+class FaqEntry(_Strict):
+    id: str = Field(min_length=1)
+    title: str = Field(min_length=1)
+    questions: tuple[str, ...] = Field(min_length=1)
+    keywords: tuple[str, ...] = ()
+    answer: str = Field(min_length=1)
+
+    @field_validator("questions", "keywords")
+    @classmethod
+    def _no_empty_items(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not str(item).strip() for item in value):
+            raise ValueError("contains an empty item")
+        return tuple(str(item).strip() for item in value)
+
+
+class Smalltalk(_Strict):
+    greeting: tuple[str, ...] = ()
+    thanks: tuple[str, ...] = ()
+
+
+class FaqFile(_Strict):
+    stopwords: tuple[str, ...] = ()
+    smalltalk: Smalltalk = Smalltalk()
+    entries: tuple[FaqEntry, ...] = Field(min_length=1)
+
+
+class Buttons(_Strict):
+    topics: str
+    language: str
+    contact: str
+    talk_to_person: str
+    ask_clinic: str
+    helpful_yes: str
+    helpful_no: str
+    more: str
+    back: str
+    forget_yes: str
+    cancel: str
+
+
+class Commands(_Strict):
+    start: str
+    topics: str
+    language: str
+    contact: str
+    help: str
+    stop: str
+    forget: str
+
+
+class UiTexts(_Strict):
+    language_name: str
+    welcome: str
+    help: str
+    fallback: str
+    greeting_reply: str
+    thanks_reply: str
+    did_you_mean: str
+    safety_emergency: str
+    safety_urgent: str
+    safety_crisis: str
+    contact: str
+    feedback_prompt: str
+    feedback_thanks: str
+    feedback_sorry: str
+    related_title: str
+    topics_title: str
+    language_prompt: str
+    language_set: str
+    handoff_prompt: str
+    handoff_started: str
+    handoff_closed: str
+    staff_reply_prefix: str
+    stopped: str
+    forget_confirm: str
+    forget_done: str
+    forget_cancelled: str
+    unsupported_message: str
+    message_too_long: str
+    empty_message: str
+    invite_invalid: str
+    not_allowed: str
+    error_generic: str
+    buttons: Buttons
+    categories: dict[str, str]
+    commands: Commands
+
+    def texts(self) -> Iterator[tuple[str, str]]:
+        """Every plain text with its key, for placeholder and length checks."""
+        for name, value in self:
+            if isinstance(value, str) and name != "language_name":
+                yield name, value
+
+
+class TriageRules(_Strict):
+    negators: tuple[str, ...] = ()
+    conditionals: tuple[str, ...] = ()
+    clause_breaks: tuple[str, ...] = ()
+    calm: tuple[str, ...] = ()
+    emergency: tuple[str, ...] = Field(min_length=1)
+    urgent: tuple[str, ...] = Field(min_length=1)
+    crisis: tuple[str, ...] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class LanguagePack:
+    lang: str
+    faq: FaqFile
+    ui: UiTexts
+    triage: TriageRules
+
+    def entry(self, topic_id: str) -> FaqEntry | None:
+        return next((e for e in self.faq.entries if e.id == topic_id), None)
+
+
+@dataclass(frozen=True)
+class Content:
+    topics: TopicsFile
+    packs: Mapping[str, LanguagePack]
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self.packs)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def load_content(
+    content_dir: Path, languages: tuple[str, ...], facts: Mapping[str, Mapping[str, str]] | None = None
+) -> tuple[Content | None, list[Problem]]:
+    """Load and validate `faq/`; returns the content (None if there are errors) and every problem found.
+
+    `facts` are the clinic placeholders' values per language, used to check the length of texts as the
+    patient sees them.
+    """
+    problems: list[Problem] = []
+
+    def rel(path: Path) -> str:
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    if not content_dir.is_dir():
+        return None, [Problem(rel(content_dir), None, "content folder not found")]
+
+    topics_doc = load_yaml(content_dir / "topics.yaml", rel(content_dir / "topics.yaml"), strings_only=True)
+    topics = _parse(topics_doc, TopicsFile, problems)
+    if topics is not None:
+        problems.extend(_check_topics(topics, topics_doc))
+
+    packs: dict[str, LanguagePack] = {}
+    for lang in languages:
+        folder = content_dir / lang
+        if not folder.is_dir():
+            problems.append(Problem(rel(folder), None, f"language '{lang}' is configured but has no content folder"))
+            continue
+        docs = {
+            name: load_yaml(folder / f"{name}.yaml", rel(folder / f"{name}.yaml"), strings_only=True)
+            for name in ("faq", "ui", "triage")
+        }
+        faq = _parse(docs["faq"], FaqFile, problems)
+        ui = _parse(docs["ui"], UiTexts, problems)
+        triage = _parse(docs["triage"], TriageRules, problems)
+        if faq is not None:
+            problems.extend(_check_faq(faq, docs["faq"], topics, facts.get(lang) if facts else None))
+        if ui is not None:
+            problems.extend(_check_ui(ui, docs["ui"], topics, facts.get(lang) if facts else None))
+        if triage is not None:
+            problems.extend(_check_triage(triage, docs["triage"]))
+        if faq is not None and ui is not None and triage is not None:
+            packs[lang] = LanguagePack(lang, faq, ui, triage)
+
+    has_errors = any(p.severity == "error" for p in problems)
+    if has_errors or topics is None:
+        return None, problems
+    return Content(topics, packs), problems
+
+
+def _parse(doc: YamlDocument, model: type[Model], problems: list[Problem]) -> Model | None:
+    problems.extend(doc.problems)
+    if any(p.severity == "error" for p in doc.problems):
+        return None
+    if doc.data is None:
+        problems.append(Problem(doc.path, None, "file is empty"))
+        return None
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc: Loc = tuple(err["loc"])
+            problems.append(doc.problem(loc, _describe(err)))
+        return None
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(part) for part in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{loc}'"
+    if kind == "missing":
+        return f"missing key '{loc}'"
+    if kind in {"string_too_short", "too_short"}:
+        return f"'{loc}' must not be empty"
+    return f"'{loc}': {err['msg']}" if loc else str(err["msg"])
+
+
+def _check_topics(topics: TopicsFile, doc: YamlDocument) -> Iterator[Problem]:
+    for topic_id, meta in topics.topics.items():
+        if meta.category not in topics.categories:
+            yield doc.problem(("topics", topic_id), f"topic '{topic_id}' has unknown category '{meta.category}'")
+        for related in meta.related:
+            if related not in topics.topics:
+                yield doc.problem(("topics", topic_id), f"topic '{topic_id}' lists unknown related topic '{related}'")
+
+
+def _check_faq(
+    faq: FaqFile, doc: YamlDocument, topics: TopicsFile | None, facts: Mapping[str, str] | None
+) -> Iterator[Problem]:
+    seen_ids: dict[str, int] = {}
+    seen_questions: dict[str, str] = {}
+    for index, entry in enumerate(faq.entries):
+        loc: Loc = ("entries", index)
+        if entry.id in seen_ids:
+            yield doc.problem((*loc, "id"), f"duplicate entry id '{entry.id}' (also entry #{seen_ids[entry.id] + 1})")
+        seen_ids.setdefault(entry.id, index)
+        if topics is not None and entry.id not in topics.topics:
+            yield doc.problem((*loc, "id"), f"entry id '{entry.id}' is not a topic in topics.yaml")
+        if len(entry.title) > TITLE_LIMIT:
+            yield doc.problem(
+                (*loc, "title"), f"title is {len(entry.title)} characters; at most {TITLE_LIMIT} fit a button"
+            )
+        if len(entry.questions) < MIN_QUESTIONS:
+            yield doc.problem(
+                (*loc, "questions"),
+                f"entry '{entry.id}' has only {len(entry.questions)} example questions; "
+                f"{MIN_QUESTIONS} or more match much better",
+                "warning",
+            )
+        for q_index, question in enumerate(entry.questions):
+            key = fold(question)
+            if key in seen_questions:
+                yield doc.problem(
+                    (*loc, "questions", q_index),
+                    f"duplicate example question '{question}' (also under '{seen_questions[key]}')",
+                )
+            seen_questions.setdefault(key, entry.id)
+        yield from _check_text(doc, (*loc, "answer"), entry.answer, CLINIC_PLACEHOLDERS, facts)
+        if len(entry.answer) > LONG_ANSWER:
+            yield doc.problem(
+                (*loc, "answer"),
+                f"answer is {len(entry.answer)} characters; patients read short answers on a phone",
+                "warning",
+            )
+    if topics is not None:
+        for topic_id in topics.topics:
+            if topic_id not in seen_ids:
+                yield doc.problem(("entries",), f"missing translation: no entry for topic '{topic_id}'")
+    if not faq.smalltalk.greeting or not faq.smalltalk.thanks:
+        yield doc.problem(("smalltalk",), "no greeting or thanks examples: greetings will get the fallback", "warning")
+
+
+def _check_ui(
+    ui: UiTexts, doc: YamlDocument, topics: TopicsFile | None, facts: Mapping[str, str] | None
+) -> Iterator[Problem]:
+    for key, text in ui.texts():
+        allowed = CLINIC_PLACEHOLDERS | EXTRA_PLACEHOLDERS.get(key, frozenset())
+        yield from _check_text(doc, (key,), text, allowed, facts)
+    for name, label in ui.buttons:
+        if len(label) > BUTTON_LIMIT:
+            yield doc.problem(("buttons", name), f"button label '{name}' is longer than {BUTTON_LIMIT} characters")
+    for name, description in ui.commands:
+        if not 3 <= len(description) <= 256:
+            yield doc.problem(("commands", name), f"command description '{name}' must be 3-256 characters (Telegram)")
+    if topics is not None:
+        for category in topics.categories:
+            if category not in ui.categories:
+                yield doc.problem(("categories",), f"missing translation: no label for category '{category}'")
+        for category in ui.categories:
+            if category not in topics.categories:
+                yield doc.problem(("categories", category), f"unknown category '{category}' (not in topics.yaml)")
+
+
+def _check_triage(rules: TriageRules, doc: YamlDocument) -> Iterator[Problem]:
+    for level in ("calm", "emergency", "urgent", "crisis"):
+        for index, pattern in enumerate(getattr(rules, level)):
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                yield doc.problem((level, index), f"invalid pattern in '{level}': {exc}")
+                continue
+            if compiled.search(""):
+                yield doc.problem((level, index), f"pattern in '{level}' matches an empty message: {pattern!r}")
+
+
+def placeholders(text: str) -> list[str]:
+    """The `{names}` used in a text; raises ValueError on unbalanced braces."""
+    names: list[str] = []
+    for _, field_name, _, _ in string.Formatter().parse(text):
+        if field_name is not None:
+            names.append(field_name)
+    return names
+
+
+def _check_text(
+    doc: YamlDocument, loc: Loc, text: str, allowed: frozenset[str], facts: Mapping[str, str] | None
+) -> Iterator[Problem]:
+    if not text.strip():
+        yield doc.problem(loc, f"'{loc[-1]}' is empty")
+        return
+    try:
+        names = placeholders(text)
+    except ValueError as exc:
+        yield doc.problem(loc, f"broken placeholder in '{loc[-1]}': {exc} (write {{{{ or }}}} for a literal brace)")
+        return
+    for name in names:
+        if name not in allowed:
+            yield doc.problem(loc, f"unknown placeholder {{{name}}} in '{loc[-1]}'")
+            return
+    if facts is not None:
+        values = dict.fromkeys(allowed, "") | dict(facts)
+        length = len(text.format_map(values))
+        if length > TELEGRAM_MESSAGE_LIMIT:
+            yield doc.problem(loc, f"'{loc[-1]}' is {length} characters; Telegram allows {TELEGRAM_MESSAGE_LIMIT}")
+
+
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """Insert placeholder values; content was validated, so every name is known."""
+    return text.format_map(dict(values)).strip()

@@ -1,0 +1,108 @@
+"""Safety triage: decide whether a message reports a danger sign, before any FAQ matching.
+
+The rules are content (`faq/<lang>/triage.yaml`), and the rules of every language run
+on every message, because patients mix languages. A symptom found in a message is
+ignored when the same clause negates it ("no fever") or puts it under a condition
+("if I get a fever"), or when the whole message is calm (asked in advance, about the
+distant past). Self-harm words are never ignored.
+
+Negators and calm markers apply across languages; conditionals apply only to the
+symptoms of their own language, because one language's "if" is another's everyday
+word (Italian *se* "if" is Spanish *se*, as in "se me hinchan los labios").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.core.content import TriageRules
+from bot.core.text import fold
+
+
+class Level(StrEnum):
+    URGENT = "urgent"
+    EMERGENCY = "emergency"
+    CRISIS = "crisis"
+
+
+# Checked in this order; the first level that fires wins.
+PRECEDENCE = (Level.CRISIS, Level.EMERGENCY, Level.URGENT)
+# A negator must stand among this many words right before the symptom.
+NEGATION_WINDOW = 3
+# Words skipped when counting that window ("I don't have *a* fever").
+_ARTICLES = frozenset(
+    ["a", "an", "the", "any", "il", "lo", "la", "le", "gli", "un", "uno", "una", "el", "los", "las", "del", "della"]
+)
+_CLAUSE_PUNCTUATION = r"[.!?;,:\n()](?!\d)"
+_TOKEN = re.compile(r"[a-z0-9']+")
+
+
+@dataclass(frozen=True, slots=True)
+class TriageResult:
+    level: Level | None
+    excerpt: str = ""  # the words that raised it, for the staff alert
+
+    def __bool__(self) -> bool:
+        return self.level is not None
+
+
+def _alternation(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    parts = [f"(?:{p})" for p in patterns]
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
+def _phrases(phrases: Iterable[str]) -> re.Pattern[str] | None:
+    cleaned = sorted({fold(p) for p in phrases if p.strip()}, key=len, reverse=True)
+    if not cleaned:
+        return None
+    return re.compile(r"(?<![a-z0-9'])(?:" + "|".join(re.escape(p) for p in cleaned) + r")(?![a-z0-9'])")
+
+
+class Triage:
+    """Compiled safety rules of all languages."""
+
+    def __init__(self, rules: Mapping[str, TriageRules]) -> None:
+        every = list(rules.values())
+        self._levels: dict[Level, list[tuple[re.Pattern[str], re.Pattern[str] | None]]] = {
+            level: [
+                (pattern, _phrases(r.conditionals))
+                for r in every
+                if (pattern := _alternation(getattr(r, level.value))) is not None
+            ]
+            for level in PRECEDENCE
+        }
+        self._calm = _alternation(p for r in every for p in r.calm)
+        self._negators = _phrases(n for r in every for n in r.negators)
+        breaks = {fold(b) for r in every for b in r.clause_breaks if b.strip()}
+        words = "|".join(re.escape(b) for b in sorted(breaks, key=len, reverse=True))
+        self._clause_break = re.compile(_CLAUSE_PUNCTUATION + (rf"|\b(?:{words})\b" if words else ""))
+
+    def assess(self, text: str) -> TriageResult:
+        folded = fold(text)
+        for pattern, _ in self._levels[Level.CRISIS]:
+            if found := pattern.search(folded):
+                return TriageResult(Level.CRISIS, found.group(0))
+        if self._calm is not None and self._calm.search(folded):
+            return TriageResult(None)
+        for level in (Level.EMERGENCY, Level.URGENT):
+            for pattern, conditionals in self._levels[level]:
+                for found in pattern.finditer(folded):
+                    if not self._cancelled(folded, found.start(), conditionals):
+                        return TriageResult(level, found.group(0))
+        return TriageResult(None)
+
+    def _cancelled(self, folded: str, start: int, conditionals: re.Pattern[str] | None) -> bool:
+        """True when the clause before the symptom negates it or makes it hypothetical."""
+        clause_start = 0
+        for boundary in self._clause_break.finditer(folded, 0, start):
+            clause_start = boundary.end()
+        before = folded[clause_start:start]
+        if conditionals is not None and conditionals.search(before):
+            return True
+        if self._negators is None:
+            return False
+        tail = [w for w in _TOKEN.findall(before) if w not in _ARTICLES][-NEGATION_WINDOW:]
+        return bool(tail) and self._negators.search(" ".join(tail)) is not None
