@@ -12,10 +12,19 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.core.problems import InvalidContent, Problem
 from bot.core.yamlsource import load_yaml
@@ -36,6 +45,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 LocalisedText = str | dict[str, str]
+# An unset `${VAR}` expands to "": a blank secret is no secret.
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(lambda v: None if v in ("", None) else v)]
 
 
 class _Strict(BaseModel):
@@ -90,22 +101,17 @@ class WebhookConfig(_Strict):
     listen: str = "0.0.0.0"
     port: int = 8443
     path: str = "telegram"
-    secret_token: SecretStr | None = None
+    secret_token: OptionalSecret = None
 
 
 class TelegramConfig(_Strict):
-    token: SecretStr | None = None
+    token: OptionalSecret = None
     api_url: str = TELEGRAM_API_URL
     staff_chat_id: int | None = None
     staff_user_ids: tuple[int, ...] = ()
     handoff_idle_minutes: int = Field(default=24 * 60, ge=1)
     poll_timeout: int = Field(default=30, ge=0)
     webhook: WebhookConfig = WebhookConfig()
-
-    @field_validator("token", mode="before")
-    @classmethod
-    def _blank_token_is_none(cls, value: Any) -> Any:
-        return None if value in ("", None) else value
 
 
 class MatchingConfig(_Strict):
@@ -119,7 +125,7 @@ class Config(_Strict):
     timezone: str = "Europe/Rome"
     content_dir: Path = DEFAULT_CONTENT_DIR
     database_url: str = "sqlite:///aftercare.db"
-    invite_secret: SecretStr | None = None
+    invite_secret: OptionalSecret = None
     telegram: TelegramConfig = TelegramConfig()
 
     @field_validator("timezone")
