@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.core.conversation import Assistant, Reply
+from bot.core.conversation import Reply
 from bot.core.evaluation import LabelledRow, LanguageScore, Prediction, score_rows
 from bot.core.problems import InvalidContent, Problem
 from bot.core.triage import Level
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-false-positives", type=float, help="exit 1 if triage on calm rows (%%) is higher")
     p.add_argument("--quiet", action="store_true", help="do not list the misses")
     p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("run", help="run the Telegram bot (long polling, or a webhook when configured)")
+    p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("shell", help="chat with the bot in this terminal (no Telegram needed)")
     p.add_argument("--lang", default=None, help="language to start in")
@@ -219,5 +222,24 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return run_shell(assistant, args.lang or config.default_language)
 
 
-def build_assistant(config_path: str | None) -> Assistant:
-    return load_assistant(config_path)[1]
+# -- run -----------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.logs import setup_logging
+    from bot.store import open_store
+    from bot.telegram.app import run
+
+    config, assistant = load_assistant(args.config)
+    if config.telegram.token is None:
+        print(
+            "aftercare run: no Telegram token. Set TELEGRAM_BOT_TOKEN (from @BotFather), "
+            "or try the bot without Telegram: aftercare shell",
+            file=sys.stderr,
+        )
+        return 2
+    secrets = [config.telegram.token.get_secret_value()]
+    if config.telegram.webhook.secret_token:
+        secrets.append(config.telegram.webhook.secret_token.get_secret_value())
+    setup_logging(secrets)
+    store = open_store(config.database_url)
+    run(config, assistant, store)
+    return 0

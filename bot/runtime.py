@@ -34,6 +34,10 @@ def check(explicit_config: str | None) -> tuple[Config | None, Content | None, l
         return None, None, exc.problems
     facts = {lang: config.facts(lang) for lang in config.languages}
     content, problems = load_content(config.content_dir, config.languages, facts)
+    if content is not None and all(pack.ui.staff is None for pack in content.packs.values()):
+        where = str(config.content_dir / config.default_language / "ui.yaml")
+        problems.append(Problem(where, None, "no 'staff' texts in any language: the staff chat needs them"))
+        content = None
     return config, content, problems
 
 

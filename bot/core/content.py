@@ -105,6 +105,29 @@ class Commands(_Strict):
     forget: str
 
 
+class StaffTexts(_Strict):
+    """Texts for the clinic's staff chat; needed in the staff's language only."""
+
+    level_emergency: str
+    level_urgent: str
+    level_crisis: str
+    alert: str
+    handoff: str
+    relay: str
+    close_button: str
+    closed: str
+    delivered: str
+    not_delivered: str
+    not_linked: str
+    stats: str
+
+
+STAFF_PLACEHOLDERS = frozenset(
+    {"level", "patient", "language", "time", "message"}
+    | {"patients", "answered", "fallbacks", "helpful", "unhelpful", "escalations"}
+)
+
+
 class UiTexts(_Strict):
     language_name: str
     welcome: str
@@ -141,6 +164,7 @@ class UiTexts(_Strict):
     buttons: Buttons
     categories: dict[str, str]
     commands: Commands
+    staff: StaffTexts | None = None
 
     def texts(self) -> Iterator[tuple[str, str]]:
         """Every plain text with its key, for placeholder and length checks."""
@@ -324,6 +348,9 @@ def _check_ui(
     for key, text in ui.texts():
         allowed = CLINIC_PLACEHOLDERS | EXTRA_PLACEHOLDERS.get(key, frozenset())
         yield from _check_text(doc, (key,), text, allowed, facts)
+    if ui.staff is not None:
+        for key, text in ui.staff:
+            yield from _check_text(doc, ("staff", key), text, CLINIC_PLACEHOLDERS | STAFF_PLACEHOLDERS, None)
     for name, label in ui.buttons:
         if len(label) > BUTTON_LIMIT:
             yield doc.problem(("buttons", name), f"button label '{name}' is longer than {BUTTON_LIMIT} characters")

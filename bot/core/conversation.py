@@ -93,6 +93,13 @@ class Assistant:
         self.matcher = Matcher(content)
 
     # -- helpers -------------------------------------------------------------------------------
+    @property
+    def staff_lang(self) -> str:
+        """The language of the staff chat: the clinic's default, or the first language with staff texts."""
+        if self.content.packs[self.default_lang].ui.staff is not None:
+            return self.default_lang
+        return next(lang for lang, pack in self.content.packs.items() if pack.ui.staff is not None)
+
     def lang(self, candidate: str | None) -> str:
         """A supported language for a Telegram language code such as 'pt-BR' or 'it'."""
         code = (candidate or "").split("-")[0].lower()

@@ -27,3 +27,30 @@ def fold(text: str) -> str:
 def words(folded: str) -> list[str]:
     """The alphanumeric words of an already folded text."""
     return _WORD.findall(folded)
+
+
+def split_message(text: str, limit: int = 4096) -> list[str]:
+    """Split a long reply into messages of at most `limit` characters, at paragraph boundaries when possible."""
+    if len(text) <= limit:
+        return [text]
+    parts: list[str] = []
+    current = ""
+    for paragraph in text.split("\n\n"):
+        candidate = f"{current}\n\n{paragraph}" if current else paragraph
+        if len(candidate) <= limit:
+            current = candidate
+            continue
+        if current:
+            parts.append(current)
+        while len(paragraph) > limit:  # one paragraph longer than a message: cut at a line, then a space
+            cut = paragraph.rfind("\n", 0, limit)
+            if cut <= 0:
+                cut = paragraph.rfind(" ", 0, limit)
+            if cut <= 0:
+                cut = limit
+            parts.append(paragraph[:cut].rstrip())
+            paragraph = paragraph[cut:].lstrip()
+        current = paragraph
+    if current:
+        parts.append(current)
+    return parts

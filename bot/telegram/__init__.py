@@ -1,0 +1,1 @@
+"""The Telegram edge: python-telegram-bot application, handlers and keyboards."""
