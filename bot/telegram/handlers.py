@@ -107,7 +107,7 @@ class StaffDesk:
                 for part in split_message(text):
                     sent = await context.bot.send_message(chat_id, part, reply_markup=markup)
                 if sent is not None and patient is not None:
-                    self.store.link_staff_message(chat_id, sent.message_id, patient)
+                    self.store.link_staff_message(chat_id, sent.message_id, patient, at=datetime.now(UTC))
                 return
             except ChatMigrated as exc:
                 if attempt:
@@ -120,7 +120,7 @@ class StaffDesk:
         if chat_id is None:
             return
         copied = await context.bot.copy_message(chat_id, message.chat_id, message.message_id)
-        self.store.link_staff_message(chat_id, copied.message_id, patient)
+        self.store.link_staff_message(chat_id, copied.message_id, patient, at=datetime.now(UTC))
 
 
 class Handlers:
@@ -355,7 +355,7 @@ class Handlers:
             return
         self.store.open_handoff(patient, now)
         self.store.touch_handoff(patient, now)
-        self.store.link_staff_message(chat.id, message.message_id, patient)
+        self.store.link_staff_message(chat.id, message.message_id, patient, at=now)
         await message.reply_text(self.writer.texts.delivered)
 
     async def on_staff_command(self, update: Update, context: Context) -> None:
