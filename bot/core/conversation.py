@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.core.content import Content, LanguagePack, fill
-from bot.core.matcher import Matcher, MatchResult, Outcome
+from bot.core.matcher import Matcher, MatchResult, Outcome, SemanticIndex
 from bot.core.triage import Level, Triage
 
 # Matching looks at the beginning of very long messages; triage reads all of it.
@@ -85,12 +85,18 @@ class Reply:
 class Assistant:
     """One brain for every front end: built once from validated content and clinic facts."""
 
-    def __init__(self, content: Content, facts: dict[str, dict[str, str]], default_lang: str) -> None:
+    def __init__(
+        self,
+        content: Content,
+        facts: dict[str, dict[str, str]],
+        default_lang: str,
+        semantic: SemanticIndex | None = None,
+    ) -> None:
         self.content = content
         self.default_lang = default_lang
         self._facts = facts
         self.triage = Triage({lang: pack.triage for lang, pack in content.packs.items()})
-        self.matcher = Matcher(content)
+        self.matcher = Matcher(content, semantic)
 
     # -- helpers -------------------------------------------------------------------------------
     @property

