@@ -72,9 +72,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-async def app(
-    fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]
-) -> AsyncIterator[Application]:  # type: ignore[type-arg]
+async def app(fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]) -> AsyncIterator[Application]:  # type: ignore[type-arg]
     config = load_config(
         None,
         environ={"TELEGRAM_BOT_TOKEN": fake.token, "AFTERCARE_STAFF_CHAT_ID": str(STAFF_CHAT)},
