@@ -40,7 +40,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def problems_of(content_dir: Path, languages: tuple[str, ...] = ("en",)) -> list[str]:
-    content, problems = load_content(content_dir, languages, FACTS)
+    _, problems = load_content(content_dir, languages, FACTS)
     return [str(p) for p in problems]
 
 
@@ -82,7 +82,7 @@ CASES: list[tuple[str, Breakage, str, str]] = [
             "answer: Small bruises are common and fade within a week. Call {clinic_phone} if one grows.",
             'answer: ""',
         ),
-        "en/faq.yaml@answer: \"\"",
+        'en/faq.yaml@answer: ""',
         "must not be empty",
     ),
     (
@@ -149,9 +149,7 @@ CASES: list[tuple[str, Breakage, str, str]] = [
     ),
     (
         "text longer than Telegram allows",
-        lambda d: edit(
-            d / "en/faq.yaml", "fade within a week.", "fade within a week. " + "Really, truly. " * 300
-        ),
+        lambda d: edit(d / "en/faq.yaml", "fade within a week.", "fade within a week. " + "Really, truly. " * 300),
         "en/faq.yaml@Really, truly",
         "Telegram allows 4096",
     ),

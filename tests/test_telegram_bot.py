@@ -20,6 +20,7 @@ from tests.fake_telegram import FakeTelegram
 
 App = Application  # type: ignore[type-arg]
 PATIENT = 5550001
+Shipped = tuple[Config, Assistant]
 
 
 def texts(fake: FakeTelegram, chat_id: int) -> list[str]:
@@ -46,9 +47,7 @@ async def press(app: App, fake: FakeTelegram, message: dict[str, Any], data: str
     await deliver(app, fake.press_button(chat_id, message["message_id"], data, enqueue=False))
 
 
-async def test_start_greets_in_the_users_language_with_a_menu(
-    app: App, fake: FakeTelegram, shipped: tuple[Config, Assistant]
-) -> None:
+async def test_start_greets_in_the_users_language_with_a_menu(app: App, fake: FakeTelegram, shipped: Shipped) -> None:
     assistant = shipped[1]
     reply = await say(app, fake, "/start", lang="it")
     assert reply["text"] == strip(assistant.text("it", "welcome"))
@@ -68,7 +67,7 @@ async def test_start_greets_in_the_users_language_with_a_menu(
     ],
 )
 async def test_questions_are_answered_with_feedback_and_related_topics(
-    app: App, fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant], lang: str, question: str, topic: str
+    app: App, fake: FakeTelegram, store: Store, shipped: Shipped, lang: str, question: str, topic: str
 ) -> None:
     assistant = shipped[1]
     reply = await say(app, fake, question, lang=lang)
@@ -88,7 +87,7 @@ def reply_time(message: dict[str, Any]) -> Any:
 
 
 async def test_thumbs_down_keeps_the_question_for_curators(
-    app: App, fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]
+    app: App, fake: FakeTelegram, store: Store, shipped: Shipped
 ) -> None:
     reply = await say(app, fake, "when can I put make-up back on?")
     await press(app, fake, reply, f"{Action.FEEDBACK}0:makeup")
@@ -98,7 +97,7 @@ async def test_thumbs_down_keeps_the_question_for_curators(
 
 
 async def test_unknown_question_gets_the_fallback_with_contacts_and_is_kept(
-    app: App, fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]
+    app: App, fake: FakeTelegram, store: Store, shipped: Shipped
 ) -> None:
     config, assistant = shipped
     reply = await say(app, fake, "what is the capital of Australia?")
@@ -109,7 +108,7 @@ async def test_unknown_question_gets_the_fallback_with_contacts_and_is_kept(
 
 
 async def test_emergency_gets_the_safety_message_and_alerts_staff(
-    app: App, fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]
+    app: App, fake: FakeTelegram, store: Store, shipped: Shipped
 ) -> None:
     assistant = shipped[1]
     fake.clear()
@@ -129,7 +128,7 @@ async def test_emergency_gets_the_safety_message_and_alerts_staff(
 
 
 async def test_handoff_both_ways_until_staff_close_it(
-    app: App, fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]
+    app: App, fake: FakeTelegram, store: Store, shipped: Shipped
 ) -> None:
     assistant = shipped[1]
     fallback = await say(app, fake, "can I bring my dog to the appointment?")
@@ -172,7 +171,7 @@ async def test_handoff_both_ways_until_staff_close_it(
     assert reply["text"] == assistant.topic_reply("makeup", "en").text
 
 
-async def test_stop_and_forget(app: App, fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]) -> None:
+async def test_stop_and_forget(app: App, fake: FakeTelegram, store: Store, shipped: Shipped) -> None:
     assistant = shipped[1]
     await say(app, fake, "/start", lang="pl")
     await say(app, fake, "kiedy moge sie umalowac?", lang="pl")
@@ -192,7 +191,7 @@ async def test_stop_and_forget(app: App, fake: FakeTelegram, store: Store, shipp
 
 
 async def test_language_menu_changes_and_remembers_the_language(
-    app: App, fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]
+    app: App, fake: FakeTelegram, store: Store, shipped: Shipped
 ) -> None:
     assistant = shipped[1]
     menu = await say(app, fake, "/language")
@@ -204,9 +203,7 @@ async def test_language_menu_changes_and_remembers_the_language(
     assert reply["text"] == strip(assistant.text("es", "help"))
 
 
-async def test_topics_browse_by_category_within_callback_limits(
-    app: App, fake: FakeTelegram, shipped: tuple[Config, Assistant]
-) -> None:
+async def test_topics_browse_by_category_within_callback_limits(app: App, fake: FakeTelegram, shipped: Shipped) -> None:
     assistant = shipped[1]
     menu = await say(app, fake, "/topics")
     categories = button_data(menu)
@@ -231,9 +228,7 @@ async def test_topics_browse_by_category_within_callback_limits(
     assert fake.last_message_to(PATIENT)["text"] == assistant.topic_reply(seen_topics[0][2:], "en").text
 
 
-async def test_unsure_question_offers_did_you_mean(
-    app: App, fake: FakeTelegram, shipped: tuple[Config, Assistant]
-) -> None:
+async def test_unsure_question_offers_did_you_mean(app: App, fake: FakeTelegram, shipped: Shipped) -> None:
     assistant = shipped[1]
     # Find a message the matcher is unsure about from the content's own titles glued together.
     reply = await say(app, fake, "sun and gym")
@@ -244,9 +239,7 @@ async def test_unsure_question_offers_did_you_mean(
         assert any(d.startswith(Action.FEEDBACK) for d in data)
 
 
-async def test_non_text_messages_get_a_polite_reply(
-    app: App, fake: FakeTelegram, shipped: tuple[Config, Assistant]
-) -> None:
+async def test_non_text_messages_get_a_polite_reply(app: App, fake: FakeTelegram, shipped: Shipped) -> None:
     assistant = shipped[1]
     expected = strip(assistant.text("en", "unsupported_message"))
     for update in (
@@ -260,7 +253,7 @@ async def test_non_text_messages_get_a_polite_reply(
         assert texts(fake, PATIENT) == [expected]
 
 
-async def test_very_long_and_edited_messages(app: App, fake: FakeTelegram, shipped: tuple[Config, Assistant]) -> None:
+async def test_very_long_and_edited_messages(app: App, fake: FakeTelegram, shipped: Shipped) -> None:
     assistant = shipped[1]
     reply = await say(app, fake, "when can I put make-up back on? " + "I am so worried, " * 250)
     assert reply["text"].startswith(strip(assistant.text("en", "message_too_long")))
@@ -293,7 +286,7 @@ async def test_an_update_delivered_twice_is_handled_once(app: App, fake: FakeTel
     assert len(fake.messages_to(PATIENT)) == 1
 
 
-async def test_staff_commands_only_for_staff(app: App, fake: FakeTelegram, shipped: tuple[Config, Assistant]) -> None:
+async def test_staff_commands_only_for_staff(app: App, fake: FakeTelegram, shipped: Shipped) -> None:
     assistant = shipped[1]
     await say(app, fake, "when can I wear make-up?")
     fake.clear()
@@ -307,9 +300,7 @@ async def test_staff_commands_only_for_staff(app: App, fake: FakeTelegram, shipp
     assert fake.messages_to(-999) == []
 
 
-async def test_staff_group_migration_is_followed(
-    app: App, fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]
-) -> None:
+async def test_staff_group_migration_is_followed(app: App, fake: FakeTelegram, store: Store, shipped: Shipped) -> None:
     new_id = -1009999999999
     for update in fake.migrate_chat(STAFF_CHAT, new_id, enqueue=False):
         await deliver(app, update)
@@ -326,9 +317,7 @@ async def test_blocked_patient_is_marked_stopped(app: App, fake: FakeTelegram, s
     assert patient is not None and patient.stopped
 
 
-async def test_commands_are_registered_per_language(
-    app: App, fake: FakeTelegram, shipped: tuple[Config, Assistant]
-) -> None:
+async def test_commands_are_registered_per_language(app: App, fake: FakeTelegram, shipped: Shipped) -> None:
     assistant = shipped[1]
     await register_bot_commands(app, assistant, STAFF_CHAT)
     for lang, pack in assistant.content.packs.items():
