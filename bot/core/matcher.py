@@ -193,6 +193,8 @@ class Matcher:
         self._vectoriser = _Vectoriser(stopwords)
         self._greeting_words = _vocabulary(p.faq.smalltalk.greeting for p in content.packs.values())
         self._thanks_words = _vocabulary(p.faq.smalltalk.thanks for p in content.packs.values())
+        self._greeting_phrases = _phrases(p.faq.smalltalk.greeting for p in content.packs.values())
+        self._thanks_phrases = _phrases(p.faq.smalltalk.thanks for p in content.packs.values())
 
         docs = documents(content)
         self.topics: list[str] = sorted({d.topic for d in docs})
@@ -255,18 +257,23 @@ class Matcher:
         return MatchResult(Outcome.NONE, None, round(top_score, 4), tuple(t for t, _ in ranked[:2]), lang)
 
     def _smalltalk(self, text: str) -> Outcome | None:
-        """A short message made only of greeting or thanks words (and filler) is small talk."""
+        """A short message made only of words of the greeting or thanks examples is small talk."""
         tokens = words(fold(text))
         if not tokens or len(tokens) > SMALLTALK_MAX_WORDS:
             return None
+        phrase = " ".join(tokens)
+        if phrase in self._greeting_phrases:
+            return Outcome.GREETING
+        if phrase in self._thanks_phrases:
+            return Outcome.THANKS
+        if not all(t in self._greeting_words or t in self._thanks_words for t in tokens):
+            return None
+        # "ok" or "good" alone are not small talk: a word that is not filler must be there.
+        if len(tokens) < 2 or all(t in self._vectoriser.stopwords for t in tokens):
+            return None
         greeting = sum(t in self._greeting_words for t in tokens)
         thanks = sum(t in self._thanks_words for t in tokens)
-        if not greeting and not thanks:
-            return None
-        known = self._greeting_words | self._thanks_words | self._vectoriser.stopwords
-        if all(t in known for t in tokens):
-            return Outcome.THANKS if thanks >= greeting else Outcome.GREETING
-        return None
+        return Outcome.THANKS if thanks > greeting else Outcome.GREETING
 
     def _language(self, ids: IntArray, weights: FloatArray, norm: float, hint: str, text: str) -> str:
         if len(words(fold(text))) < LANGUAGE_MIN_WORDS:
@@ -282,6 +289,10 @@ class Matcher:
 def _candidates(ranked: Iterable[tuple[str, float]], reference: float) -> tuple[str, ...]:
     picked = [topic for topic, score in ranked if score >= CANDIDATE_RATIO * reference]
     return tuple(picked[:MAX_CANDIDATES])
+
+
+def _phrases(groups: Iterable[Iterable[str]]) -> frozenset[str]:
+    return frozenset(" ".join(words(fold(text))) for group in groups for text in group)
 
 
 def _vocabulary(groups: Iterable[Iterable[str]]) -> frozenset[str]:

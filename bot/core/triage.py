@@ -6,9 +6,10 @@ ignored when the same clause negates it ("no fever") or puts it under a conditio
 ("if I get a fever"), or when the whole message is calm (asked in advance, about the
 distant past). Self-harm words are never ignored.
 
-Negators and calm markers apply across languages; conditionals apply only to the
-symptoms of their own language, because one language's "if" is another's everyday
-word (Italian *se* "if" is Spanish *se*, as in "se me hinchan los labios").
+Negators and calm markers apply across languages; conditionals and clause breaks apply
+only to the symptoms of their own language, because one language's "if" is another's
+everyday word (Italian *se* "if" is Spanish *se*, as in "se me hinchan los labios"), and
+Polish *a* "and" is the English article.
 """
 
 from __future__ import annotations
@@ -49,6 +50,19 @@ class TriageResult:
         return self.level is not None
 
 
+@dataclass(frozen=True, slots=True)
+class _LanguageRules:
+    pattern: re.Pattern[str]
+    conditionals: re.Pattern[str] | None
+    clause_break: re.Pattern[str]
+
+
+def _clause_breaks(words: Iterable[str]) -> re.Pattern[str]:
+    breaks = sorted({fold(w) for w in words if w.strip()}, key=len, reverse=True)
+    alternatives = "|".join(re.escape(b) for b in breaks)
+    return re.compile(_CLAUSE_PUNCTUATION + (rf"|\b(?:{alternatives})\b" if alternatives else ""))
+
+
 def _alternation(patterns: Iterable[str]) -> re.Pattern[str] | None:
     parts = [f"(?:{p})" for p in patterns]
     return re.compile("|".join(parts), re.IGNORECASE) if parts else None
@@ -66,9 +80,9 @@ class Triage:
 
     def __init__(self, rules: Mapping[str, TriageRules]) -> None:
         every = list(rules.values())
-        self._levels: dict[Level, list[tuple[re.Pattern[str], re.Pattern[str] | None]]] = {
+        self._levels: dict[Level, list[_LanguageRules]] = {
             level: [
-                (pattern, _phrases(r.conditionals))
+                _LanguageRules(pattern, _phrases(r.conditionals), _clause_breaks(r.clause_breaks))
                 for r in every
                 if (pattern := _alternation(getattr(r, level.value))) is not None
             ]
@@ -76,31 +90,28 @@ class Triage:
         }
         self._calm = _alternation(p for r in every for p in r.calm)
         self._negators = _phrases(n for r in every for n in r.negators)
-        breaks = {fold(b) for r in every for b in r.clause_breaks if b.strip()}
-        words = "|".join(re.escape(b) for b in sorted(breaks, key=len, reverse=True))
-        self._clause_break = re.compile(_CLAUSE_PUNCTUATION + (rf"|\b(?:{words})\b" if words else ""))
 
     def assess(self, text: str) -> TriageResult:
         folded = fold(text)
-        for pattern, _ in self._levels[Level.CRISIS]:
-            if found := pattern.search(folded):
+        for rules in self._levels[Level.CRISIS]:
+            if found := rules.pattern.search(folded):
                 return TriageResult(Level.CRISIS, found.group(0))
         if self._calm is not None and self._calm.search(folded):
             return TriageResult(None)
         for level in (Level.EMERGENCY, Level.URGENT):
-            for pattern, conditionals in self._levels[level]:
-                for found in pattern.finditer(folded):
-                    if not self._cancelled(folded, found.start(), conditionals):
+            for rules in self._levels[level]:
+                for found in rules.pattern.finditer(folded):
+                    if not self._cancelled(folded, found.start(), rules):
                         return TriageResult(level, found.group(0))
         return TriageResult(None)
 
-    def _cancelled(self, folded: str, start: int, conditionals: re.Pattern[str] | None) -> bool:
+    def _cancelled(self, folded: str, start: int, rules: _LanguageRules) -> bool:
         """True when the clause before the symptom negates it or makes it hypothetical."""
         clause_start = 0
-        for boundary in self._clause_break.finditer(folded, 0, start):
+        for boundary in rules.clause_break.finditer(folded, 0, start):
             clause_start = boundary.end()
         before = folded[clause_start:start]
-        if conditionals is not None and conditionals.search(before):
+        if rules.conditionals is not None and rules.conditionals.search(before):
             return True
         if self._negators is None:
             return False
