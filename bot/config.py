@@ -111,6 +111,7 @@ class TelegramConfig(_Strict):
     staff_user_ids: tuple[int, ...] = ()
     handoff_idle_minutes: int = Field(default=24 * 60, ge=1)
     poll_timeout: int = Field(default=30, ge=0)
+    max_messages_per_second: float = Field(default=0, ge=0)
     webhook: WebhookConfig = WebhookConfig()
 
 

@@ -73,6 +73,7 @@ def semantic_index(content: Content) -> SemanticIndex:
     from bot.core.semantic import UseEncoder
 
     encoder = UseEncoder()
+    encoder.encode(["warm-up"])  # load the model now, not on the first patient's message
     texts = [d.text for d in documents(content)]
     digest = hashlib.sha256("\x1f".join([UseEncoder.model_id(), *texts]).encode("utf-8")).hexdigest()[:24]
     path = cache_dir() / f"vectors-{digest}.npy"

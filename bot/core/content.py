@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,6 +79,12 @@ class FaqFile(_Strict):
     stopwords: tuple[str, ...] = ()
     smalltalk: Smalltalk = Smalltalk()
     entries: tuple[FaqEntry, ...] = Field(min_length=1)
+
+
+class OutOfScopeFile(_Strict):
+    """Questions patients ask that the FAQ must not answer (prices, other treatments, unrelated health)."""
+
+    questions: tuple[str, ...] = ()
 
 
 class Buttons(_Strict):
@@ -189,6 +195,7 @@ class LanguagePack:
     faq: FaqFile
     ui: UiTexts
     triage: TriageRules
+    out_of_scope: OutOfScopeFile = field(default_factory=OutOfScopeFile)
 
     def entry(self, topic_id: str) -> FaqEntry | None:
         return next((e for e in self.faq.entries if e.id == topic_id), None)
@@ -244,6 +251,10 @@ def load_content(
         faq = _parse(docs["faq"], FaqFile, problems)
         ui = _parse(docs["ui"], UiTexts, problems)
         triage = _parse(docs["triage"], TriageRules, problems)
+        out_of_scope = OutOfScopeFile()
+        if (folder / "out_of_scope.yaml").is_file():  # optional
+            oos_doc = load_yaml(folder / "out_of_scope.yaml", rel(folder / "out_of_scope.yaml"), strings_only=True)
+            out_of_scope = _parse(oos_doc, OutOfScopeFile, problems) or out_of_scope
         if faq is not None:
             problems.extend(_check_faq(faq, docs["faq"], topics, facts.get(lang) if facts else None))
         if ui is not None:
@@ -251,7 +262,7 @@ def load_content(
         if triage is not None:
             problems.extend(_check_triage(triage, docs["triage"]))
         if faq is not None and ui is not None and triage is not None:
-            packs[lang] = LanguagePack(lang, faq, ui, triage)
+            packs[lang] = LanguagePack(lang, faq, ui, triage, out_of_scope)
 
     has_errors = any(p.severity == "error" for p in problems)
     if has_errors or topics is None:

@@ -91,14 +91,20 @@ class SemanticIndex:
     vectors: npt.NDArray[np.float32]  # one row per `documents(content)` item, same order
 
 
+# The pseudo-topic of questions the FAQ must not answer: when it wins, the patient gets the fallback.
+OUT_OF_SCOPE = "_out_of_scope"
+
+
 def documents(content: Content) -> list[Document]:
-    """Every text that stands for a topic: example questions, keywords and titles, in every language."""
+    """Every text that stands for a topic: example questions, keywords and titles, in every language;
+    and the curated out-of-scope questions."""
     found: list[Document] = []
     for lang, pack in content.packs.items():
         for entry in pack.faq.entries:
             found.extend(Document(entry.id, lang, q) for q in entry.questions)
             found.extend(Document(entry.id, lang, k) for k in entry.keywords)
             found.append(Document(entry.id, lang, entry.title))
+        found.extend(Document(OUT_OF_SCOPE, lang, q) for q in pack.out_of_scope.questions)
     return found
 
 
@@ -247,7 +253,10 @@ class Matcher:
         scores = self._fused(text, ids, weights, norm)
 
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
-        ranked = [(self.topics[i], float(scores[i])) for i in order]
+        everything = [(self.topics[i], float(scores[i])) for i in order]
+        ranked = [(topic, score) for topic, score in everything if topic != OUT_OF_SCOPE]
+        if everything[0][0] == OUT_OF_SCOPE:  # closest to a question the clinic marked as not for the FAQ
+            return MatchResult(Outcome.NONE, None, round(ranked[0][1], 4), tuple(t for t, _ in ranked[:2]), lang)
         top_topic, top_score = ranked[0]
         runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
         if top_score >= ANSWER_THRESHOLD and top_score - runner_up >= MARGIN:

@@ -69,6 +69,8 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
+        # In WAL mode NORMAL is safe against corruption and application crashes; it skips an fsync per commit.
+        cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
 

@@ -176,22 +176,27 @@ class Handlers:
         return sent
 
     async def _play(
-        self, context: Context, update: Update, chat_id: int, turn: Turn, *, text: str = "", reply_to: int | None = None
+        self,
+        context: Context,
+        update: Update,
+        chat_id: int,
+        state: PatientState,
+        turn: Turn,
+        *,
+        text: str = "",
+        reply_to: int | None = None,
     ) -> None:
         """Perform a turn: effects that change state first, then replies, then the staff chat."""
         now = self.clock()
-        user = update.effective_user
-        forgotten = any(isinstance(e, Forget) for e in turn.effects)
-        if not forgotten:
+        if not any(isinstance(e, Forget) for e in turn.effects):
             lang = next((e.lang for e in turn.effects if isinstance(e, SetLanguage)), None)
-            state_lang = self._state(chat_id, user).lang
-            self.store.touch_patient(chat_id, lang=lang or state_lang, at=now)
+            self.store.touch_patient(chat_id, lang=lang or state.lang, at=now)
         for effect in turn.effects:
             self._record(chat_id, effect, text, turn, update, now)
         for reply in turn.replies:
             await self._send(context, chat_id, reply, reply_to)
         for effect in turn.effects:
-            await self._notify_staff(context, update, chat_id, effect, text, turn, now)
+            await self._notify_staff(context, update, chat_id, effect, text, turn, state.lang, now)
 
     def _record(
         self, chat_id: int, effect: DialogueEffect, text: str, turn: Turn, update: Update, now: datetime
@@ -228,10 +233,11 @@ class Handlers:
         effect: DialogueEffect,
         text: str,
         turn: Turn,
+        patient_lang: str,
         now: datetime,
     ) -> None:
         who = patient_label(update.effective_user)
-        lang = turn.replies[0].lang if turn.replies else self._state(chat_id, None).lang
+        lang = turn.replies[0].lang if turn.replies else patient_lang
         close = self.writer.texts.close_button
         try:
             match effect:
@@ -263,8 +269,9 @@ class Handlers:
         command, _, argument = message.text.partition(" ")
         name = command.lstrip("/").split("@")[0].lower()
         chat_id = update.effective_chat.id
-        turn = self.dialogue.command(self._state(chat_id, update.effective_user), name, argument.strip())
-        await self._play(context, update, chat_id, turn, reply_to=None)
+        state = self._state(chat_id, update.effective_user)
+        turn = self.dialogue.command(state, name, argument.strip())
+        await self._play(context, update, chat_id, state, turn)
 
     async def on_text(self, update: Update, context: Context) -> None:
         message = update.effective_message
@@ -272,15 +279,16 @@ class Handlers:
             return
         chat_id = update.effective_chat.id
         text = message.text or ""
-        turn = self.dialogue.message(self._state(chat_id, update.effective_user), text)
-        await self._play(context, update, chat_id, turn, text=text, reply_to=message.message_id)
+        state = self._state(chat_id, update.effective_user)
+        turn = self.dialogue.message(state, text)
+        await self._play(context, update, chat_id, state, turn, text=text, reply_to=message.message_id)
 
     async def on_non_text(self, update: Update, context: Context) -> None:
         if update.effective_chat is None:
             return
         chat_id = update.effective_chat.id
-        turn = self.dialogue.non_text(self._state(chat_id, update.effective_user))
-        await self._play(context, update, chat_id, turn)
+        state = self._state(chat_id, update.effective_user)
+        await self._play(context, update, chat_id, state, self.dialogue.non_text(state))
 
     async def on_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
@@ -300,7 +308,7 @@ class Handlers:
                 replied_to = original.reply_to_message.text
         state = self._state(chat_id, update.effective_user)
         turn = self.dialogue.press(state, query.data, replied_to)
-        await self._play(context, update, chat_id, turn, text=replied_to or "")
+        await self._play(context, update, chat_id, state, turn, text=replied_to or "")
 
     # -- groups and the staff chat ---------------------------------------------------------------
     async def on_group_message(self, update: Update, context: Context) -> None:

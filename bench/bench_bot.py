@@ -1,0 +1,100 @@
+"""Bot benchmark: N simulated patients against the fake Bot API, the real `aftercare run` process in between.
+
+Run: .venv/bin/python bench/bench_bot.py [--users 50] [--rate 50] [--seconds 20]
+Prints replies/s and p50/p99 latency from update (queued at the fake server) to reply (sendMessage
+received by the fake server). Target on a 2-core machine: p99 < 100 ms at 50 messages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.fake_telegram import FakeTelegram  # noqa: E402
+
+QUESTIONS = {
+    "en": ["when can I wear make-up again?", "can I go to the gym tomorrow?", "how long does the swelling last",
+           "is a glass of wine ok tonight?", "sunscreen??"],
+    "it": ["quando posso truccarmi?", "posso andare in palestra domani?", "quanto dura il gonfiore?",
+           "crema solare??", "posso bere un bicchiere di vino stasera?"],
+    "pl": ["kiedy moge sie umalowac?", "czy moge isc jutro na silownie?", "ile trzyma opuchlizna",
+           "krem z filtrem?", "czy moge wypic lampke wina?"],
+    "es": ["cuando me puedo maquillar?", "puedo ir al gym mañana?", "cuanto dura la hinchazon",
+           "protector solar??", "puedo tomar una cerveza esta noche?"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=50.0, help="messages per second, all users together")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    with FakeTelegram() as fake, tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": fake.token,
+            "AFTERCARE_TELEGRAM_API_URL": fake.base_url,
+            "AFTERCARE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+            "AFTERCARE_STAFF_CHAT_ID": "-100999",
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=tmp, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            fake.wait_for_polling_sync(timeout=60)
+            langs = list(QUESTIONS)
+            sent: dict[int, list[float]] = {}
+            total = int(args.rate * args.seconds)
+            start = time.perf_counter()
+            for n in range(total):
+                due = start + n / args.rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                user = 700000 + n % args.users
+                lang = langs[user % len(langs)]
+                text = QUESTIONS[lang][(n // args.users) % len(QUESTIONS[lang])]
+                sent.setdefault(user, []).append(time.time())
+                fake.send_text(user, text, language_code=lang)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                answered = sum(min(len(fake.messages_to(u)), len(t)) for u, t in sent.items())
+                if answered >= total:
+                    break
+                time.sleep(0.1)
+            elapsed = time.perf_counter() - start
+            latencies: list[float] = []
+            for user, times in sent.items():
+                replies = sorted(m["time"] for m in fake.messages_to(user))
+                latencies += [(r - s) * 1000 for s, r in zip(times, replies, strict=False)]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    latencies.sort()
+    result = {
+        "users": args.users,
+        "offered_rate": args.rate,
+        "messages": total,
+        "replies": len(latencies),
+        "replies_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 1),
+        "max_ms": round(latencies[-1], 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
