@@ -136,7 +136,7 @@ class Assistant:
         text = message.strip()
         if not text:
             return Reply(self.text(lang, "empty_message"), Kind.EMPTY, lang)
-        verdict = self.triage.assess(text)
+        verdict = self.triage.assess(text, self.matcher.language_of(text[:MATCH_CHARS], lang))
         if verdict.level is not None:
             match = self.matcher.match(text[:MATCH_CHARS], lang)
             return self._safety(verdict.level, verdict.excerpt, match.lang)

@@ -284,6 +284,12 @@ class Matcher:
         thanks = sum(t in self._thanks_words for t in tokens)
         return Outcome.THANKS if thanks > greeting else Outcome.GREETING
 
+    def language_of(self, text: str, lang_hint: str) -> str:
+        """The language a message is written in: the hint unless the words clearly say otherwise."""
+        hint = lang_hint if lang_hint in self.languages else self.languages[0]
+        ids, weights, norm = self._vectoriser.weigh(self._vectoriser.features(text))
+        return self._language(ids, weights, norm, hint, text)
+
     def _language(self, ids: IntArray, weights: FloatArray, norm: float, hint: str, text: str) -> str:
         if len(words(fold(text))) < LANGUAGE_MIN_WORDS:
             return hint

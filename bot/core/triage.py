@@ -7,7 +7,8 @@ ignored when the same clause negates it ("no fever") or puts it under a conditio
 distant past). Self-harm words are never ignored.
 
 Negators and calm markers apply across languages; conditionals and clause breaks apply
-only to the symptoms of their own language, because one language's "if" is another's
+to the symptoms of their own language and of the language the message is written in
+(English "if" cancels the Italian rule for "pus" in "if I ever got pus"), not to all, because one language's "if" is another's
 everyday word (Italian *se* "if" is Spanish *se*, as in "se me hinchan los labios"), and
 Polish *a* "and" is the English article.
 """
@@ -52,6 +53,7 @@ class TriageResult:
 
 @dataclass(frozen=True, slots=True)
 class _LanguageRules:
+    lang: str
     pattern: re.Pattern[str]
     conditionals: re.Pattern[str] | None
     clause_break: re.Pattern[str]
@@ -82,17 +84,20 @@ class Triage:
         every = list(rules.values())
         self._levels: dict[Level, list[_LanguageRules]] = {
             level: [
-                _LanguageRules(pattern, _phrases(r.conditionals), _clause_breaks(r.clause_breaks))
-                for r in every
+                _LanguageRules(lang, pattern, _phrases(r.conditionals), _clause_breaks(r.clause_breaks))
+                for lang, r in rules.items()
                 if (pattern := _alternation(getattr(r, level.value))) is not None
             ]
             for level in PRECEDENCE
         }
+        self._conditionals = {lang: _phrases(r.conditionals) for lang, r in rules.items()}
         self._calm = _alternation(p for r in every for p in r.calm)
         self._negators = _phrases(n for r in every for n in r.negators)
 
-    def assess(self, text: str) -> TriageResult:
+    def assess(self, text: str, lang: str | None = None) -> TriageResult:
+        """The level of danger the message reports; `lang` is the language it is written in, if known."""
         folded = fold(text)
+        message_conditionals = self._conditionals.get(lang or "")
         for rules in self._levels[Level.CRISIS]:
             if found := rules.pattern.search(folded):
                 return TriageResult(Level.CRISIS, found.group(0))
@@ -101,18 +106,21 @@ class Triage:
         for level in (Level.EMERGENCY, Level.URGENT):
             for rules in self._levels[level]:
                 for found in rules.pattern.finditer(folded):
-                    if not self._cancelled(folded, found.start(), rules):
+                    if not self._cancelled(folded, found.start(), rules, message_conditionals):
                         return TriageResult(level, found.group(0))
         return TriageResult(None)
 
-    def _cancelled(self, folded: str, start: int, rules: _LanguageRules) -> bool:
+    def _cancelled(
+        self, folded: str, start: int, rules: _LanguageRules, message_conditionals: re.Pattern[str] | None
+    ) -> bool:
         """True when the clause before the symptom negates it or makes it hypothetical."""
         clause_start = 0
         for boundary in rules.clause_break.finditer(folded, 0, start):
             clause_start = boundary.end()
         before = folded[clause_start:start]
-        if rules.conditionals is not None and rules.conditionals.search(before):
-            return True
+        for conditionals in (rules.conditionals, message_conditionals):
+            if conditionals is not None and conditionals.search(before):
+                return True
         if self._negators is None:
             return False
         tail = [w for w in _TOKEN.findall(before) if w not in _ARTICLES][-NEGATION_WINDOW:]
