@@ -8,9 +8,9 @@ distant past). Self-harm words are never ignored.
 
 Negators and calm markers apply across languages; conditionals and clause breaks apply
 to the symptoms of their own language and of the language the message is written in
-(English "if" cancels the Italian rule for "pus" in "if I ever got pus"), not to all, because one language's "if" is another's
-everyday word (Italian *se* "if" is Spanish *se*, as in "se me hinchan los labios"), and
-Polish *a* "and" is the English article.
+(English "if" cancels the Italian rule for "pus" in "if I ever got pus"), not to all,
+because one language's "if" is another's everyday word (Italian *se* "if" is Spanish *se*,
+as in "se me hinchan los labios"), and Polish *a* "and" is the English article.
 """
 
 from __future__ import annotations
