@@ -127,6 +127,7 @@ class Config(_Strict):
     content_dir: Path = DEFAULT_CONTENT_DIR
     database_url: str = "sqlite:///aftercare.db"
     invite_secret: OptionalSecret = None
+    retention_days: int = Field(default=180, ge=1)
     telegram: TelegramConfig = TelegramConfig()
 
     @field_validator("timezone")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.ext import (
@@ -75,6 +75,14 @@ def build_application(
         .post_shutdown(lambda _app: _close_store(store))
     )
     app = builder.build()
+
+    async def purge_old_rows(_context: object) -> None:
+        cutoff = datetime.now(UTC) - timedelta(days=config.retention_days)
+        deleted = store.purge(cutoff)
+        log.info("retention: deleted %d rows older than %d days", deleted, config.retention_days)
+
+    if app.job_queue is not None:
+        app.job_queue.run_repeating(purge_old_rows, interval=timedelta(days=1), first=timedelta(minutes=1))
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
     # Note: order matters. Group -1 runs first for every update and stops duplicates.

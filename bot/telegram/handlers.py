@@ -147,6 +147,7 @@ class Handlers:
         self.handoff_idle = handoff_idle
         self.timezone = timezone
         self.clock = clock
+        self._groups_seen: set[int] = set()
 
     # -- plumbing ------------------------------------------------------------------------------
     async def on_any_update(self, update: Update, context: Context) -> None:
@@ -319,6 +320,9 @@ class Handlers:
         if self.staff.is_staff_chat(chat.id):
             await self.on_staff_message(update, context)
             return
+        if chat.id not in self._groups_seen:
+            self._groups_seen.add(chat.id)
+            log.info("message in group %s, which is not the staff chat", chat.id)
         text = message.text or ""
         username = context.bot.username
         addressed = f"@{username}".lower() in text.lower() or (
