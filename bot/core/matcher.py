@@ -35,14 +35,14 @@ from bot.core.text import fold, words
 NGRAM_SIZES = (3, 4, 5)
 STEM_LENGTH = 6
 # A topic's lexical score: its best document and its centroid.
-BEST_WEIGHT = 0.5
-CENTROID_WEIGHT = 0.5
+BEST_WEIGHT = 0.4
+CENTROID_WEIGHT = 0.6
 # Weight of the semantic view against the lexical one.
-SEMANTIC_WEIGHT = 0.5
+SEMANTIC_WEIGHT = 0.6
 # Decision thresholds on the fused score.
-ANSWER_THRESHOLD = 0.31
-UNSURE_THRESHOLD = 0.26
-MARGIN = 0.02
+ANSWER_THRESHOLD = 0.28
+UNSURE_THRESHOLD = 0.24
+MARGIN = 0.01
 CANDIDATE_RATIO = 0.8
 MAX_CANDIDATES = 3
 # Small talk only counts for short messages made of greeting/thanks words: "hi, can I shave?" is a question.
