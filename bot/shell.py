@@ -73,7 +73,6 @@ class Shell:
             self.out.write("  (in Telegram, your next message would go to the clinic's staff chat)\n")
 
     def show(self, reply: Reply) -> None:
-        self.lang = reply.lang
         self.out.write("\n" + reply.text + "\n")
         self.buttons = [button for row in reply.buttons for button in row]
         for number, button in enumerate(self.buttons, 1):

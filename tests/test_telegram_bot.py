@@ -131,11 +131,11 @@ async def test_handoff_both_ways_until_staff_close_it(
     app: App, fake: FakeTelegram, store: Store, shipped: Shipped
 ) -> None:
     assistant = shipped[1]
-    fallback = await say(app, fake, "can I bring my dog to the appointment?")
+    fallback = await say(app, fake, "what is the capital of Australia? my son asks")
     await press(app, fake, fallback, Action.HANDOFF)
     assert fake.last_message_to(PATIENT)["text"] == strip(assistant.text("en", "handoff_started"))
     post = fake.last_message_to(STAFF_CHAT)
-    assert "can I bring my dog" in post["text"]
+    assert "capital of Australia" in post["text"]
 
     # A staff member replies to the post in the staff group: the patient receives it from the bot.
     fake.clear()
@@ -326,3 +326,16 @@ async def test_commands_are_registered_per_language(app: App, fake: FakeTelegram
     for lang, pack in assistant.content.packs.items():
         registered = {c["command"]: c["description"] for c in fake.commands(language_code=lang)}
         assert registered["forget"] == pack.ui.commands.forget
+
+
+async def test_talk_to_a_person_from_contact_relays_the_next_message(
+    app: App, fake: FakeTelegram, shipped: Shipped
+) -> None:
+    assistant = shipped[1]
+    contact = await say(app, fake, "/contact")
+    await press(app, fake, contact, Action.HANDOFF)
+    assert fake.last_message_to(PATIENT)["text"] == strip(assistant.text("en", "handoff_prompt"))
+    fake.clear()
+    await deliver(app, fake.send_text(PATIENT, "can I bring my dog to the appointment?", enqueue=False))
+    assert fake.messages_to(PATIENT) == []
+    assert "can I bring my dog" in fake.last_message_to(STAFF_CHAT)["text"]
