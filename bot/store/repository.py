@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, sessionmaker
 
+from bot.core.staff import StaffFigures
 from bot.store.schema import create_store_engine, migrate
 from bot.store.tables import (
     PATIENT_TABLES,
@@ -62,14 +63,8 @@ class Handoff:
     last_activity_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
-    patients: int
-    answered: int
-    fallbacks: int
-    helpful: int
-    unhelpful: int
-    escalations: int
+# The figures of /stats are the core's value type; the store only counts them.
+Stats = StaffFigures
 
 
 Insert = postgresql.Insert | sqlite.Insert

@@ -37,7 +37,7 @@ from bot.core.dialogue import (
     SetStopped,
     Turn,
 )
-from bot.core.staff import StaffFigures, StaffWriter
+from bot.core.staff import StaffWriter
 from bot.core.text import split_message
 from bot.store import Store
 
@@ -385,9 +385,7 @@ class Handlers:
             return
         if name == "stats":
             since = self.clock() - timedelta(days=STATS_DAYS)
-            s = self.store.stats(since)
-            figures = StaffFigures(s.patients, s.answered, s.fallbacks, s.helpful, s.unhelpful, s.escalations)
-            await message.reply_text(self.writer.stats(figures))
+            await message.reply_text(self.writer.stats(self.store.stats(since)))
         elif name == "close" and message.reply_to_message is not None:
             patient = self.store.patient_for_staff_message(chat.id, message.reply_to_message.message_id)
             if patient is not None:
