@@ -24,14 +24,34 @@ sys.path.insert(0, str(REPO))
 from tests.fake_telegram import FakeTelegram  # noqa: E402
 
 QUESTIONS = {
-    "en": ["when can I wear make-up again?", "can I go to the gym tomorrow?", "how long does the swelling last",
-           "is a glass of wine ok tonight?", "sunscreen??"],
-    "it": ["quando posso truccarmi?", "posso andare in palestra domani?", "quanto dura il gonfiore?",
-           "crema solare??", "posso bere un bicchiere di vino stasera?"],
-    "pl": ["kiedy moge sie umalowac?", "czy moge isc jutro na silownie?", "ile trzyma opuchlizna",
-           "krem z filtrem?", "czy moge wypic lampke wina?"],
-    "es": ["cuando me puedo maquillar?", "puedo ir al gym mañana?", "cuanto dura la hinchazon",
-           "protector solar??", "puedo tomar una cerveza esta noche?"],
+    "en": [
+        "when can I wear make-up again?",
+        "can I go to the gym tomorrow?",
+        "how long does the swelling last",
+        "is a glass of wine ok tonight?",
+        "sunscreen??",
+    ],
+    "it": [
+        "quando posso truccarmi?",
+        "posso andare in palestra domani?",
+        "quanto dura il gonfiore?",
+        "crema solare??",
+        "posso bere un bicchiere di vino stasera?",
+    ],
+    "pl": [
+        "kiedy moge sie umalowac?",
+        "czy moge isc jutro na silownie?",
+        "ile trzyma opuchlizna",
+        "krem z filtrem?",
+        "czy moge wypic lampke wina?",
+    ],
+    "es": [
+        "cuando me puedo maquillar?",
+        "puedo ir al gym mañana?",
+        "cuanto dura la hinchazon",
+        "protector solar??",
+        "puedo tomar una cerveza esta noche?",
+    ],
 }
 
 
@@ -50,8 +70,9 @@ def main() -> None:
             "AFTERCARE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
             "AFTERCARE_STAFF_CHAT_ID": "-100999",
         }
-        proc = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=tmp, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"], cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             fake.wait_for_polling_sync(timeout=60)
             langs = list(QUESTIONS)

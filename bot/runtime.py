@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -14,9 +18,11 @@ from bot.core.content import Content, load_content
 from bot.core.conversation import Assistant
 from bot.core.matcher import SemanticIndex, documents
 from bot.core.problems import InvalidContent, Problem, errors
+from bot.core.semantic import UseEncoder
 
 CONFIG_ENV = "AFTERCARE_CONFIG"
 CACHE_ENV = "AFTERCARE_CACHE_DIR"
+KEEP_VECTOR_FILES = 5  # several content folders (a clinic's, the tests') may share one cache
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +60,40 @@ def load_assistant(explicit_config: str | None) -> tuple[Config, Assistant]:
     if config is None or content is None:
         raise InvalidContent(errors(problems) or problems)
     facts = {lang: config.facts(lang) for lang in config.languages}
-    return config, Assistant(content, facts, config.default_language, semantic_index(content))
+    # Loading the sentence encoder takes most of start-up: do it on the other core meanwhile.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        encoder = pool.submit(load_encoder)
+        assistant = Assistant(content, facts, config.default_language)
+        assistant.matcher.attach(semantic_index(content, encoder.result()))
+    return config, assistant
+
+
+def load_encoder() -> UseEncoder:
+    """The sentence encoder, ready; its tokenizer comes from the cache when a previous start saved it."""
+    path = cache_dir() / f"tokenizer-{UseEncoder.model_id()}.pickle"
+    tokenizer = None
+    try:
+        with path.open("rb") as handle:
+            tokenizer = pickle.load(handle)  # our own cache file, written below by this program
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        pass
+    encoder = UseEncoder(tokenizer)
+    encoder.encode(["warm-up"])  # load the model now, not on the first patient's message
+    if tokenizer is None:
+        _write_cache(path, lambda handle: pickle.dump(encoder.tokenizer, handle))
+    return encoder
+
+
+def _write_cache(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a cache file atomically; a read-only cache only costs time at the next start."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with temporary.open("wb") as handle:
+            write(handle)
+        temporary.replace(path)
+    except OSError:
+        log.warning("could not write the cache in %s; start-up will be slower", path.parent)
 
 
 def cache_dir() -> Path:
@@ -65,15 +104,12 @@ def cache_dir() -> Path:
     return Path(base) / "aftercare"
 
 
-def semantic_index(content: Content) -> SemanticIndex:
+def semantic_index(content: Content, encoder: UseEncoder | None = None) -> SemanticIndex:
     """The sentence encoder and the vectors of every content document, cached on disk by content hash.
 
     Encoding a few thousand examples takes seconds; reading them back takes milliseconds.
     """
-    from bot.core.semantic import UseEncoder
-
-    encoder = UseEncoder()
-    encoder.encode(["warm-up"])  # load the model now, not on the first patient's message
+    encoder = encoder or load_encoder()
     texts = [d.text for d in documents(content)]
     digest = hashlib.sha256("\x1f".join([UseEncoder.model_id(), *texts]).encode("utf-8")).hexdigest()[:24]
     path = cache_dir() / f"vectors-{digest}.npy"
@@ -84,11 +120,16 @@ def semantic_index(content: Content) -> SemanticIndex:
     except (OSError, ValueError):
         pass
     vectors = encoder.encode(texts)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(temporary, vectors)
-        temporary.replace(path)
-    except OSError:
-        log.warning("could not cache sentence vectors in %s; they will be computed at every start", path.parent)
+    _write_cache(path, lambda handle: np.save(handle, vectors))
+    _forget_old_vectors(path.parent)
     return SemanticIndex(encoder, vectors)
+
+
+def _forget_old_vectors(folder: Path, keep: int = KEEP_VECTOR_FILES) -> None:
+    """Each content edit leaves a vectors file behind; keep only the newest few."""
+    try:
+        files = sorted(folder.glob("vectors-*.npy"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for stale in files[keep:]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass

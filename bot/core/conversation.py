@@ -136,11 +136,11 @@ class Assistant:
         text = message.strip()
         if not text:
             return Reply(self.text(lang, "empty_message"), Kind.EMPTY, lang)
-        verdict = self.triage.assess(text, self.matcher.language_of(text[:MATCH_CHARS], lang))
+        written_in = self.matcher.language_of(text[:MATCH_CHARS], lang)
+        verdict = self.triage.assess(text, written_in)
         if verdict.level is not None:
-            match = self.matcher.match(text[:MATCH_CHARS], lang)
-            return self._safety(verdict.level, verdict.excerpt, match.lang)
-        match = self.matcher.match(text[:MATCH_CHARS], lang)
+            return self._safety(verdict.level, verdict.excerpt, written_in)
+        match = self.matcher.match(text[:MATCH_CHARS], lang, written_in)
         reply = self._reply_for(match)
         if len(text) > LONG_MESSAGE and reply.kind in {Kind.ANSWER, Kind.UNSURE, Kind.FALLBACK}:
             note = self.text(reply.lang, "message_too_long")

@@ -209,6 +209,9 @@ class Matcher:
         self._vectoriser.fit(features)
         self._examples = _Index(self._vectoriser, features)
         self._doc_topic = np.array([topic_index[d.topic] for d in docs], dtype=np.int64)
+        # Documents grouped by topic, so a topic's best document is one `maximum.reduceat`.
+        self._by_topic = np.argsort(self._doc_topic, kind="stable")
+        self._topic_starts = np.searchsorted(self._doc_topic[self._by_topic], np.arange(len(self.topics)))
 
         # A centroid per topic (all languages), and a profile per language for language detection.
         centroids = [Counter[str]() for _ in self.topics]
@@ -232,24 +235,33 @@ class Matcher:
         return self._fused(text, ids, weights, norm)
 
     def _fused(self, text: str, ids: IntArray, weights: FloatArray, norm: float) -> FloatArray:
-        best_doc = np.zeros(len(self.topics))
-        np.maximum.at(best_doc, self._doc_topic, self._examples.cosine(ids, weights, norm))
+        best_doc = self._best_per_topic(self._examples.cosine(ids, weights, norm))
         lexical = BEST_WEIGHT * best_doc + CENTROID_WEIGHT * self._centroids.cosine(ids, weights, norm)
         if self._semantic is None:
             return lexical
         query = self._semantic.encoder.encode([text])[0]
-        best_sem = np.full(len(self.topics), -1.0)
-        np.maximum.at(best_sem, self._doc_topic, self._semantic.vectors @ query)
+        best_sem = self._best_per_topic((self._semantic.vectors @ query).astype(np.float64))
         fused: FloatArray = (lexical + SEMANTIC_WEIGHT * best_sem) / (1 + SEMANTIC_WEIGHT)
         return fused
 
-    def match(self, text: str, lang_hint: str) -> MatchResult:
+    def _best_per_topic(self, per_document: FloatArray) -> FloatArray:
+        best: FloatArray = np.maximum.reduceat(per_document[self._by_topic], self._topic_starts)
+        return best
+
+    def attach(self, semantic: SemanticIndex) -> None:
+        """Add the semantic view once its encoder has loaded (start-up loads it alongside the index)."""
+        if len(semantic.vectors) != len(self._doc_topic):
+            raise ValueError("semantic vectors do not match the content's documents")
+        self._semantic = semantic
+
+    def match(self, text: str, lang_hint: str, lang: str | None = None) -> MatchResult:
+        """The best topic for `text`; `lang` is its language if already known (see `language_of`)."""
         hint = lang_hint if lang_hint in self.languages else self.languages[0]
         smalltalk = self._smalltalk(text)
         if smalltalk is not None:
             return MatchResult(smalltalk, None, 1.0, (), hint)
         ids, weights, norm = self._vectoriser.weigh(self._vectoriser.features(text))
-        lang = self._language(ids, weights, norm, hint, text)
+        lang = lang or self._language(ids, weights, norm, hint, text)
         scores = self._fused(text, ids, weights, norm)
 
         order = [int(i) for i in np.argsort(-scores, kind="stable")]

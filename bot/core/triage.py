@@ -101,12 +101,13 @@ class Triage:
         for rules in self._levels[Level.CRISIS]:
             if found := rules.pattern.search(folded):
                 return TriageResult(Level.CRISIS, found.group(0))
-        if self._calm is not None and self._calm.search(folded):
-            return TriageResult(None)
         for level in (Level.EMERGENCY, Level.URGENT):
             for rules in self._levels[level]:
                 for found in rules.pattern.finditer(folded):
                     if not self._cancelled(folded, found.start(), rules, message_conditionals):
+                        # Calm markers are checked only now: most messages report nothing at all.
+                        if self._calm is not None and self._calm.search(folded):
+                            return TriageResult(None)
                         return TriageResult(level, found.group(0))
         return TriageResult(None)
 
