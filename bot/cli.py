@@ -224,6 +224,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from telegram.error import InvalidToken
+
     from bot.logs import setup_logging
     from bot.store import open_store
     from bot.telegram.app import run
@@ -239,7 +241,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     secrets = [config.telegram.token.get_secret_value()]
     if config.telegram.webhook.secret_token:
         secrets.append(config.telegram.webhook.secret_token.get_secret_value())
-    setup_logging(secrets)
+    formatter = setup_logging(secrets)
     store = open_store(config.database_url)
-    run(config, assistant, store)
+    try:
+        run(config, assistant, store)
+    except InvalidToken:
+        print("aftercare run: Telegram rejected the bot token; check TELEGRAM_BOT_TOKEN.", file=sys.stderr)
+        return 1
+    except Exception as exc:  # whatever it is, say it without the token and without a traceback
+        print(f"aftercare run: stopped by {type(exc).__name__}: {formatter.redact(str(exc))}", file=sys.stderr)
+        return 1
     return 0

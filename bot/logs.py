@@ -5,30 +5,34 @@ from __future__ import annotations
 import logging
 
 
-class RedactSecrets(logging.Filter):
-    """Replaces secrets (the bot token) wherever they would appear in a log record."""
+class RedactingFormatter(logging.Formatter):
+    """Formats as usual, then removes secrets from the whole text, tracebacks included.
 
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
+    python-telegram-bot puts the token in some error messages ("The token `…` was rejected"),
+    and Bot API URLs contain it; nothing that reaches the log may show it.
+    """
+
+    def __init__(self, fmt: str, secrets: list[str]) -> None:
+        super().__init__(fmt)
         self.secrets = [s for s in secrets if s]
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            if any(s in message for s in self.secrets):
-                for secret in self.secrets:
-                    message = message.replace(secret, "<redacted>")
-                record.msg, record.args = message, None
-        return True
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
 
 
-def setup_logging(secrets: list[str], level: int = logging.INFO) -> None:
+def setup_logging(secrets: list[str], level: int = logging.INFO) -> RedactingFormatter:
+    formatter = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # httpx logs every request URL at INFO, and Bot API URLs contain the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    return formatter

@@ -189,3 +189,21 @@ def test_webhook_rejects_forged_requests(fake: FakeTelegram, tmp_path: Path) -> 
         wait_for_text(fake, PATIENT, "make-up")
     finally:
         assert process.stop(signal.SIGTERM) == 0
+
+
+def test_a_rejected_token_is_reported_without_printing_it(tmp_path: Path) -> None:
+    wrong = "999999:WRONG-token-that-must-not-be-printed"
+    with FakeTelegram() as server:
+        env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": wrong,
+            "AFTERCARE_TELEGRAM_API_URL": server.base_url,
+            "AFTERCARE_DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 1
+    assert "rejected the bot token" in result.stderr
+    assert wrong not in result.stdout + result.stderr
+    assert "WRONG-token" not in result.stdout + result.stderr
