@@ -339,3 +339,29 @@ async def test_talk_to_a_person_from_contact_relays_the_next_message(
     await deliver(app, fake.send_text(PATIENT, "can I bring my dog to the appointment?", enqueue=False))
     assert fake.messages_to(PATIENT) == []
     assert "can I bring my dog" in fake.last_message_to(STAFF_CHAT)["text"]
+
+
+async def test_a_failure_while_answering_gets_an_apology_not_silence(
+    app: App, fake: FakeTelegram, shipped: Shipped
+) -> None:
+    assistant = shipped[1]
+    fake.clear()
+    fake.fail_next("sendMessage", status=400, description="Bad Request: chat not found")
+    await deliver(app, fake.send_text(PATIENT, "when can I wear make-up?", enqueue=False))
+    assert fake.last_message_to(PATIENT)["text"] == strip(assistant.text("en", "error_generic"))
+
+
+async def test_answers_longer_than_a_telegram_message_are_split(app: App, fake: FakeTelegram) -> None:
+    from bot.core.conversation import Kind, Reply
+    from bot.telegram.handlers import Handlers
+
+    handlers = next(
+        h.callback.__self__ for h in app.handlers[0] if isinstance(getattr(h.callback, "__self__", None), Handlers)
+    )
+    paragraphs = "\n\n".join(f"Paragraph {i}: " + " ".join(["take care"] * 60) for i in range(20))
+    fake.clear()
+    context = type("Context", (), {"bot": app.bot})()
+    await handlers._send(context, PATIENT, Reply(paragraphs, Kind.ANSWER, "en"))
+    sent = texts(fake, PATIENT)
+    assert len(sent) > 1 and all(len(t) <= 4096 for t in sent)
+    assert "\n\n".join(sent) == paragraphs
