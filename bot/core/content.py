@@ -85,6 +85,9 @@ class OutOfScopeFile(_Strict):
     """Questions patients ask that the FAQ must not answer (prices, other treatments, unrelated health)."""
 
     questions: tuple[str, ...] = ()
+    # A message naming one of `other_treatments` and none of `covered_treatments` gets the fallback.
+    other_treatments: tuple[str, ...] = ()
+    covered_treatments: tuple[str, ...] = ()
 
 
 class Buttons(_Strict):

@@ -199,6 +199,8 @@ class Matcher:
         self._vectoriser = _Vectoriser(stopwords)
         self._greeting_words = _vocabulary(p.faq.smalltalk.greeting for p in content.packs.values())
         self._thanks_words = _vocabulary(p.faq.smalltalk.thanks for p in content.packs.values())
+        self._other_treatments = _vocabulary(p.out_of_scope.other_treatments for p in content.packs.values())
+        self._covered_treatments = _vocabulary(p.out_of_scope.covered_treatments for p in content.packs.values())
         self._greeting_phrases = _phrases(p.faq.smalltalk.greeting for p in content.packs.values())
         self._thanks_phrases = _phrases(p.faq.smalltalk.thanks for p in content.packs.values())
 
@@ -263,6 +265,9 @@ class Matcher:
         ids, weights, norm = self._vectoriser.weigh(self._vectoriser.features(text))
         lang = lang or self._language(ids, weights, norm, hint, text)
         scores = self._fused(text, ids, weights, norm)
+        if self._about_another_treatment(text):
+            ranked = [self.topics[int(i)] for i in np.argsort(-scores, kind="stable") if self.topics[i] != OUT_OF_SCOPE]
+            return MatchResult(Outcome.NONE, None, 0.0, tuple(ranked[:2]), lang)
 
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
         everything = [(self.topics[i], float(scores[i])) for i in order]
@@ -276,6 +281,13 @@ class Matcher:
         if top_score >= UNSURE_THRESHOLD:
             return MatchResult(Outcome.UNSURE, None, round(top_score, 4), _candidates(ranked, top_score), lang)
         return MatchResult(Outcome.NONE, None, round(top_score, 4), tuple(t for t, _ in ranked[:2]), lang)
+
+    def _about_another_treatment(self, text: str) -> bool:
+        """ "Does botox hurt?" shares words with the FAQ but is not about the treatments it covers."""
+        tokens = words(fold(text))
+        return any(_names(t, self._other_treatments) for t in tokens) and not any(
+            _names(t, self._covered_treatments) for t in tokens
+        )
 
     def _smalltalk(self, text: str) -> Outcome | None:
         """A short message made only of words of the greeting or thanks examples is small talk."""
@@ -316,6 +328,11 @@ class Matcher:
 def _candidates(ranked: Iterable[tuple[str, float]], reference: float) -> tuple[str, ...]:
     picked = [topic for topic, score in ranked if score >= CANDIDATE_RATIO * reference]
     return tuple(picked[:MAX_CANDIDATES])
+
+
+def _names(token: str, vocabulary: frozenset[str]) -> bool:
+    """A word names a listed term, inflected or not ("botoksu" names "botoks")."""
+    return token in vocabulary or any(token.startswith(term) for term in vocabulary if len(term) >= 5)
 
 
 def _phrases(groups: Iterable[Iterable[str]]) -> frozenset[str]:

@@ -67,9 +67,7 @@ def build_application(
         .base_file_url(config.telegram.api_url.replace("/bot", "/file/bot"))
         .request(request or HTTPXRequest(connection_pool_size=32, read_timeout=15, connect_timeout=10))
         .get_updates_request(HTTPXRequest(read_timeout=config.telegram.poll_timeout + 10))
-        .rate_limiter(
-            AIORateLimiter(overall_max_rate=config.telegram.max_messages_per_second, max_retries=3)
-        )
+        .rate_limiter(AIORateLimiter(overall_max_rate=config.telegram.max_messages_per_second, max_retries=3))
         .concurrent_updates(PerChatUpdateProcessor(CONCURRENT_UPDATES))
         .post_init(register_commands)
         .post_shutdown(lambda _app: _close_store(store))
