@@ -266,8 +266,8 @@ class Matcher:
         lang = lang or self._language(ids, weights, norm, hint, text)
         scores = self._fused(text, ids, weights, norm)
         if self._about_another_treatment(text):
-            ranked = [self.topics[int(i)] for i in np.argsort(-scores, kind="stable") if self.topics[i] != OUT_OF_SCOPE]
-            return MatchResult(Outcome.NONE, None, 0.0, tuple(ranked[:2]), lang)
+            nearest = [self.topics[int(i)] for i in np.argsort(-scores, kind="stable")]
+            return MatchResult(Outcome.NONE, None, 0.0, tuple(t for t in nearest if t != OUT_OF_SCOPE)[:2], lang)
 
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
         everything = [(self.topics[i], float(scores[i])) for i in order]
