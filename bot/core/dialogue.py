@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from bot.core.conversation import Action, AlertStaff, Assistant, Button, KeepQuestion, Kind, Reply
 from bot.core.invites import InviteCodec
-from bot.core.triage import Level
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +175,3 @@ class Dialogue:
             return Turn((a.menu(state.lang),))
         effects = [RecordEvent("answer", reply.topic)] if reply.topic else []
         return Turn((reply,), tuple(effects))
-
-
-def level_key(level: Level) -> str:
-    return f"level_{level.value}"
