@@ -43,6 +43,9 @@ SEMANTIC_WEIGHT = 0.6
 ANSWER_THRESHOLD = 0.28
 UNSURE_THRESHOLD = 0.24
 MARGIN = 0.01
+LONG_MESSAGE_WORDS = 30
+LONG_ANSWER_THRESHOLD = 0.25
+LONG_MARGIN = 0.03
 CANDIDATE_RATIO = 0.8
 MAX_CANDIDATES = 3
 # Small talk only counts for short messages made of greeting/thanks words: "hi, can I shave?" is a question.
@@ -276,11 +279,19 @@ class Matcher:
             return MatchResult(Outcome.NONE, None, round(ranked[0][1], 4), tuple(t for t, _ in ranked[:2]), lang)
         top_topic, top_score = ranked[0]
         runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
-        if top_score >= ANSWER_THRESHOLD and top_score - runner_up >= MARGIN:
+        if self._confident(top_score, runner_up, len(words(fold(text)))):
             return MatchResult(Outcome.ANSWER, top_topic, round(top_score, 4), _candidates(ranked[1:], top_score), lang)
         if top_score >= UNSURE_THRESHOLD:
             return MatchResult(Outcome.UNSURE, None, round(top_score, 4), _candidates(ranked, top_score), lang)
         return MatchResult(Outcome.NONE, None, round(top_score, 4), tuple(t for t, _ in ranked[:2]), lang)
+
+    @staticmethod
+    def _confident(top: float, runner_up: float, n_words: int) -> bool:
+        """Clear the threshold with a margin; a long message spreads its words over many n-grams and scores
+        lower, so for it a clear lead over the runner-up may stand in for part of the threshold."""
+        if top >= ANSWER_THRESHOLD and top - runner_up >= MARGIN:
+            return True
+        return n_words >= LONG_MESSAGE_WORDS and top >= LONG_ANSWER_THRESHOLD and top - runner_up >= LONG_MARGIN
 
     def _about_another_treatment(self, text: str) -> bool:
         """ "Does botox hurt?" shares words with the FAQ but is not about the treatments it covers."""
