@@ -35,7 +35,7 @@ def dialogue() -> Dialogue:
     return Dialogue(Assistant(content, facts, "en"), InviteCodec("secret"))
 
 
-EN = PatientState("en", known=True)
+EN = PatientState("en")
 
 
 def test_answer_comes_with_feedback_and_related_buttons(dialogue: Dialogue) -> None:
@@ -48,21 +48,21 @@ def test_answer_comes_with_feedback_and_related_buttons(dialogue: Dialogue) -> N
 
 
 def test_danger_sign_alerts_staff_even_during_a_handoff(dialogue: Dialogue) -> None:
-    turn = dialogue.message(PatientState("en", True, False, in_handoff=True), "I can't breathe")
+    turn = dialogue.message(PatientState("en", in_handoff=True), "I can't breathe")
     assert turn.replies[0].kind is Kind.TRIAGE
     assert any(isinstance(e, AlertStaff) for e in turn.effects)
     assert RelayToStaff("I can't breathe") in turn.effects
 
 
 def test_during_a_handoff_messages_go_to_staff_not_the_faq(dialogue: Dialogue) -> None:
-    turn = dialogue.message(PatientState("en", True, False, in_handoff=True), "and the bruise?")
+    turn = dialogue.message(PatientState("en", in_handoff=True), "and the bruise?")
     assert turn.replies == ()
     assert turn.effects == (RelayToStaff("and the bruise?"),)
 
 
 def test_stop_then_writing_again_resumes(dialogue: Dialogue) -> None:
     assert SetStopped(True) in dialogue.command(EN, "stop").effects
-    stopped = PatientState("en", True, stopped=True)
+    stopped = PatientState("en", stopped=True)
     assert SetStopped(False) in dialogue.message(stopped, "hi").effects
 
 

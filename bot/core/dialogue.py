@@ -8,7 +8,7 @@ them, so the same logic is tested without Telegram or a database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.core.conversation import Action, AlertStaff, Assistant, Button, KeepQuestion, Kind, Reply
 from bot.core.invites import InviteCodec
@@ -17,7 +17,6 @@ from bot.core.invites import InviteCodec
 @dataclass(frozen=True, slots=True)
 class PatientState:
     lang: str
-    known: bool = False  # has written to the bot before
     stopped: bool = False
     in_handoff: bool = False
 
@@ -147,7 +146,7 @@ class Dialogue:
         if action.startswith(Action.LANGUAGE) and action != Action.LANGUAGE_MENU:
             lang = a.lang(action.removeprefix(Action.LANGUAGE))
             name = a.pack(lang).ui.language_name
-            new = PatientState(lang, state.known, state.stopped, state.in_handoff)
+            new = replace(state, lang=lang)
             return Turn((self._info(new, "language_set", a.main_menu(lang), language=name),), (SetLanguage(lang),))
         if action.startswith(Action.FEEDBACK):
             helpful, _, topic = action.removeprefix(Action.FEEDBACK).partition(":")

@@ -161,9 +161,7 @@ class Handlers:
         patient = self.store.get_patient(chat_id)
         lang = patient.lang if patient else self.assistant.lang(user.language_code if user else None)
         in_handoff = patient is not None and self.store.active_handoff(chat_id, now, self.handoff_idle) is not None
-        return PatientState(
-            lang=lang, known=patient is not None, stopped=bool(patient and patient.stopped), in_handoff=in_handoff
-        )
+        return PatientState(lang=lang, stopped=bool(patient and patient.stopped), in_handoff=in_handoff)
 
     async def _send(self, context: Context, chat_id: int, reply: Reply, reply_to: int | None = None) -> Message | None:
         parts = split_message(reply.text)
