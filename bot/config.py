@@ -67,6 +67,10 @@ class ClinicConfig(_Strict):
         "es": "lun-vie 9:00-19:00, sáb 9:00-13:00",
     }
     booking_url: LocalisedText = "https://clinic.example/book"
+    price_list_url: LocalisedText = "https://clinic.example/prices"
+    minimum_age: str = "18"  # the youngest age the clinic treats
+    # Who to call when the clinic is closed: an on-call doctor or out-of-hours service. Empty = the emergency number.
+    out_of_hours: LocalisedText = ""
     emergency_number: LocalisedText = "112"
     crisis_line: LocalisedText = {
         "en": "your local crisis line (in the UK: Samaritans 116 123)",
@@ -86,6 +90,9 @@ class ClinicConfig(_Strict):
             "booking_url": self.booking_url,
             "emergency_number": self.emergency_number,
             "crisis_line": self.crisis_line,
+            "price_list_url": self.price_list_url,
+            "minimum_age": self.minimum_age,
+            "out_of_hours": self.out_of_hours or self.emergency_number,
         }
         return {key: _localised(value, lang, default_lang) for key, value in fields.items()}
 

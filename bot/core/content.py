@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.core.facts import Fact, FactsFile, check_fact_texts, check_numbers
 from bot.core.problems import Problem
 from bot.core.text import fold
 from bot.core.yamlsource import Loc, YamlDocument, load_yaml
@@ -35,6 +36,9 @@ CLINIC_PLACEHOLDERS = frozenset(
         "booking_url",
         "emergency_number",
         "crisis_line",
+        "price_list_url",
+        "minimum_age",
+        "out_of_hours",
     }
 )
 # Interface texts that take a value besides the clinic facts.
@@ -208,6 +212,7 @@ class LanguagePack:
 class Content:
     topics: TopicsFile
     packs: Mapping[str, LanguagePack]
+    facts: Mapping[str, Fact] = field(default_factory=dict)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -241,6 +246,18 @@ def load_content(
     if topics is not None:
         problems.extend(_check_topics(topics, topics_doc))
 
+    facts_file = FactsFile()
+    facts_path = content_dir / "facts.yaml"
+    if facts_path.is_file():  # optional: content without single-sourced facts still loads
+        facts_doc = load_yaml(facts_path, rel(facts_path), strings_only=True)
+        facts_file = _parse(facts_doc, FactsFile, problems) or facts_file
+        for name, fact in facts_file.facts.items():
+            if name in CLINIC_PLACEHOLDERS:
+                problems.append(facts_doc.problem(("facts", name), f"fact '{name}' has the name of a clinic fact"))
+            for message in check_fact_texts(name, fact, languages):
+                problems.append(facts_doc.problem(("facts", name), message))
+    known = _Known(frozenset(facts_file.facts) | CLINIC_PLACEHOLDERS, facts_file.facts)
+
     packs: dict[str, LanguagePack] = {}
     for lang in languages:
         folder = content_dir / lang
@@ -259,9 +276,9 @@ def load_content(
             oos_doc = load_yaml(folder / "out_of_scope.yaml", rel(folder / "out_of_scope.yaml"), strings_only=True)
             out_of_scope = _parse(oos_doc, OutOfScopeFile, problems) or out_of_scope
         if faq is not None:
-            problems.extend(_check_faq(faq, docs["faq"], topics, facts.get(lang) if facts else None))
+            problems.extend(_check_faq(faq, docs["faq"], topics, known.shown(lang, facts), lang, known))
         if ui is not None:
-            problems.extend(_check_ui(ui, docs["ui"], topics, facts.get(lang) if facts else None))
+            problems.extend(_check_ui(ui, docs["ui"], topics, known.shown(lang, facts), lang, known))
         if triage is not None:
             problems.extend(_check_triage(triage, docs["triage"]))
         if faq is not None and ui is not None and triage is not None:
@@ -270,7 +287,23 @@ def load_content(
     has_errors = any(p.severity == "error" for p in problems)
     if has_errors or topics is None:
         return None, problems
-    return Content(topics, packs), problems
+    return Content(topics, packs, facts_file.facts), problems
+
+
+@dataclass(frozen=True)
+class _Known:
+    """The placeholder names texts may use, and the facts whose numbers texts must not contradict."""
+
+    names: frozenset[str]
+    facts: Mapping[str, Fact]
+
+    def shown(self, lang: str, clinic: Mapping[str, Mapping[str, str]] | None) -> dict[str, str] | None:
+        """Every placeholder's value in `lang`, for checking texts at the length the patient sees them."""
+        if clinic is None:
+            return None
+        return {name: fact.text.get(lang, fact.value) for name, fact in self.facts.items()} | dict(
+            clinic.get(lang, {})
+        )
 
 
 def _parse(doc: YamlDocument, model: type[Model], problems: list[Problem]) -> Model | None:
@@ -311,7 +344,12 @@ def _check_topics(topics: TopicsFile, doc: YamlDocument) -> Iterator[Problem]:
 
 
 def _check_faq(
-    faq: FaqFile, doc: YamlDocument, topics: TopicsFile | None, facts: Mapping[str, str] | None
+    faq: FaqFile,
+    doc: YamlDocument,
+    topics: TopicsFile | None,
+    facts: Mapping[str, str] | None,
+    lang: str,
+    known: _Known,
 ) -> Iterator[Problem]:
     seen_ids: dict[str, int] = {}
     seen_questions: dict[str, str] = {}
@@ -341,7 +379,8 @@ def _check_faq(
                     f"duplicate example question '{question}' (also under '{seen_questions[key]}')",
                 )
             seen_questions.setdefault(key, entry.id)
-        yield from _check_text(doc, (*loc, "answer"), entry.answer, CLINIC_PLACEHOLDERS, facts)
+        yield from _check_text(doc, (*loc, "answer"), entry.answer, known.names, facts)
+        yield from _check_numbers(doc, (*loc, "answer"), entry.answer, lang, known)
         if len(entry.answer) > LONG_ANSWER:
             yield doc.problem(
                 (*loc, "answer"),
@@ -357,11 +396,17 @@ def _check_faq(
 
 
 def _check_ui(
-    ui: UiTexts, doc: YamlDocument, topics: TopicsFile | None, facts: Mapping[str, str] | None
+    ui: UiTexts,
+    doc: YamlDocument,
+    topics: TopicsFile | None,
+    facts: Mapping[str, str] | None,
+    lang: str,
+    known: _Known,
 ) -> Iterator[Problem]:
     for key, text in ui.texts():
-        allowed = CLINIC_PLACEHOLDERS | EXTRA_PLACEHOLDERS.get(key, frozenset())
+        allowed = known.names | EXTRA_PLACEHOLDERS.get(key, frozenset())
         yield from _check_text(doc, (key,), text, allowed, facts)
+        yield from _check_numbers(doc, (key,), text, lang, known)
     if ui.staff is not None:
         for key, text in ui.staff:
             yield from _check_text(doc, ("staff", key), text, CLINIC_PLACEHOLDERS | STAFF_PLACEHOLDERS, None)
@@ -421,6 +466,11 @@ def _check_text(
         length = len(text.format_map(values))
         if length > TELEGRAM_MESSAGE_LIMIT:
             yield doc.problem(loc, f"'{loc[-1]}' is {length} characters; Telegram allows {TELEGRAM_MESSAGE_LIMIT}")
+
+
+def _check_numbers(doc: YamlDocument, loc: Loc, text: str, lang: str, known: _Known) -> Iterator[Problem]:
+    for message in check_numbers(text, lang, known.facts):
+        yield doc.problem(loc, message)
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:

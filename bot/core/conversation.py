@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.core.content import Content, LanguagePack, fill
+from bot.core.facts import values as fact_values
 from bot.core.matcher import Matcher, MatchResult, Outcome, SemanticIndex
 from bot.core.triage import Level, Triage
 
@@ -94,7 +95,9 @@ class Assistant:
     ) -> None:
         self.content = content
         self.default_lang = default_lang
-        self._facts = facts
+        self._facts = {
+            lang: fact_values(content.facts, lang, default_lang) | dict(facts.get(lang, {})) for lang in content.packs
+        }
         self.triage = Triage({lang: pack.triage for lang, pack in content.packs.items()})
         self.matcher = Matcher(content, semantic)
 
