@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.core.facts import Fact, FactsFile, check_fact_texts, check_numbers
 from bot.core.problems import Problem
+from bot.core.safety.model import MIN_EXAMPLES, PRECEDENCE, TriageFile
+from bot.core.safety.rules import check_rules
 from bot.core.text import fold
 from bot.core.yamlsource import Loc, YamlDocument, load_yaml
 
@@ -186,22 +188,12 @@ class UiTexts(_Strict):
                 yield name, value
 
 
-class TriageRules(_Strict):
-    negators: tuple[str, ...] = ()
-    conditionals: tuple[str, ...] = ()
-    clause_breaks: tuple[str, ...] = ()
-    calm: tuple[str, ...] = ()
-    emergency: tuple[str, ...] = Field(min_length=1)
-    urgent: tuple[str, ...] = Field(min_length=1)
-    crisis: tuple[str, ...] = Field(min_length=1)
-
-
 @dataclass(frozen=True)
 class LanguagePack:
     lang: str
     faq: FaqFile
     ui: UiTexts
-    triage: TriageRules
+    triage: TriageFile
     out_of_scope: OutOfScopeFile = field(default_factory=OutOfScopeFile)
 
     def entry(self, topic_id: str) -> FaqEntry | None:
@@ -259,6 +251,7 @@ def load_content(
     known = _Known(frozenset(facts_file.facts) | CLINIC_PLACEHOLDERS, facts_file.facts)
 
     packs: dict[str, LanguagePack] = {}
+    triage_docs: dict[str, YamlDocument] = {}
     for lang in languages:
         folder = content_dir / lang
         if not folder.is_dir():
@@ -270,7 +263,7 @@ def load_content(
         }
         faq = _parse(docs["faq"], FaqFile, problems)
         ui = _parse(docs["ui"], UiTexts, problems)
-        triage = _parse(docs["triage"], TriageRules, problems)
+        triage = _parse(docs["triage"], TriageFile, problems)
         out_of_scope = OutOfScopeFile()
         if (folder / "out_of_scope.yaml").is_file():  # optional
             oos_doc = load_yaml(folder / "out_of_scope.yaml", rel(folder / "out_of_scope.yaml"), strings_only=True)
@@ -279,10 +272,13 @@ def load_content(
             problems.extend(_check_faq(faq, docs["faq"], topics, known.shown(lang, facts), lang, known))
         if ui is not None:
             problems.extend(_check_ui(ui, docs["ui"], topics, known.shown(lang, facts), lang, known))
-        if triage is not None:
-            problems.extend(_check_triage(triage, docs["triage"]))
         if faq is not None and ui is not None and triage is not None:
             packs[lang] = LanguagePack(lang, faq, ui, triage, out_of_scope)
+            triage_docs[lang] = docs["triage"]
+
+    every_triage = {lang: pack.triage for lang, pack in packs.items()}
+    for lang, pack in packs.items():
+        problems.extend(_check_triage(pack.triage, triage_docs[lang], lang, every_triage))
 
     has_errors = any(p.severity == "error" for p in problems)
     if has_errors or topics is None:
@@ -425,16 +421,30 @@ def _check_ui(
                 yield doc.problem(("categories", category), f"unknown category '{category}' (not in topics.yaml)")
 
 
-def _check_triage(rules: TriageRules, doc: YamlDocument) -> Iterator[Problem]:
-    for level in ("calm", "emergency", "urgent", "crisis"):
-        for index, pattern in enumerate(getattr(rules, level)):
-            try:
-                compiled = re.compile(pattern)
-            except re.error as exc:
-                yield doc.problem((level, index), f"invalid pattern in '{level}': {exc}")
-                continue
-            if compiled.search(""):
-                yield doc.problem((level, index), f"pattern in '{level}' matches an empty message: {pattern!r}")
+def _check_triage(
+    rules: TriageFile, doc: YamlDocument, lang: str, every: Mapping[str, TriageFile]
+) -> Iterator[Problem]:
+    """Rules that compile, name known guards and pass their own examples; enough examples per level."""
+    for loc, message in check_rules(rules, lang, every):
+        yield doc.problem(tuple(str(part) if not isinstance(part, int) else part for part in loc), message)
+    for level in PRECEDENCE:
+        count = rules.examples.count(level.value)
+        if count < MIN_EXAMPLES:
+            yield doc.problem(
+                ("examples", level.value),
+                f"only {count} example messages for '{level.value}'; write at least {MIN_EXAMPLES}, varied",
+                "warning",
+            )
+    seen: dict[str, str] = {}
+    for label in ("emergency", "urgent", "crisis", "none"):
+        for index, group in enumerate(rules.examples.groups(label)):
+            for message in group:
+                key = fold(message)
+                if key in seen:
+                    yield doc.problem(
+                        ("examples", label, index), f"duplicate example '{message}' (also under '{seen[key]}')"
+                    )
+                seen.setdefault(key, label)
 
 
 def placeholders(text: str) -> list[str]:

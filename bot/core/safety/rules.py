@@ -1,0 +1,217 @@
+"""Explicit red flags: the curated rules of every language, evaluated clause by clause.
+
+The rules of all languages run on every message (patients mix languages). A sign a rule finds is
+judged only by the guards of its own clause: "no fever", "if my throat closes", "last year I
+fainted" cancel the sign they stand next to, never a sign in another clause, so "just curious,
+but my throat is closing" is an emergency. A guard's words come from the rule's language and the
+language the message is written in, because one language's "if" is another's everyday word
+(Italian *se* "if" is Spanish *se* in "se me hinchan los labios").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.core.safety.model import PRECEDENCE, Guard, Level, TriageFile
+from bot.core.safety.phrases import compile_phrase, normalise, phrase_regex
+
+_PUNCTUATION = r"[.!?;:()¿¡…](?!\d)"
+_TOKEN = re.compile(r"[a-z0-9']+")
+_SENTENCE = re.compile(r"(?<=[.!?…])\s+|\s*\n+\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    level: Level
+    rule: str  # "<lang>:<rule id>", for audits and tests
+    sign: str  # the words that matched, normalised
+    start: int  # offsets in the normalised message
+    end: int
+    guard: str | None = None  # the guard that applies, if any
+    effect: Literal["cancel", "ask"] | None = None
+
+    @property
+    def counts(self) -> bool:
+        """A sign no guard cancelled: certain, or worth a question when a guard says "ask"."""
+        return self.effect != "cancel"
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    level: Level
+    name: str
+    pattern: re.Pattern[str]
+    guards: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _CompiledGuard:
+    guard: Guard
+    pattern: re.Pattern[str]
+
+
+class RuleSet:
+    """Compiled rules and guards of every language."""
+
+    def __init__(self, files: Mapping[str, TriageFile]) -> None:
+        self._files = dict(files)
+        self._rules: dict[str, list[_CompiledRule]] = {}
+        self._screens: dict[str, re.Pattern[str]] = {}
+        for lang, file in files.items():
+            compiled = [
+                _CompiledRule(level, f"{lang}:{rule.id}", pattern, file.guards_of(level, rule))
+                for level, _, rule in file.every_rule()
+                if (pattern := phrase_regex(rule.phrases)) is not None
+            ]
+            self._rules[lang] = compiled
+            if compiled:  # one search tells whether any rule of the language can match at all
+                self._screens[lang] = re.compile("|".join(f"(?:{r.pattern.pattern})" for r in compiled))
+        self._guard_cache: dict[tuple[str, str, str], _CompiledGuard | None] = {}
+        self._break_cache: dict[tuple[str, str], re.Pattern[str]] = {}
+        self._filler = frozenset(w for f in files.values() for phrase in f.filler for w in _TOKEN.findall(phrase))
+
+    def hits(self, text: str, lang: str | None = None) -> list[RuleHit]:
+        """Every sign the rules find in `text` (written in `lang`, if known), with the guard that applies."""
+        normalised = normalise(text)
+        found: list[RuleHit] = []
+        for rule_lang, rules in self._rules.items():
+            screen = self._screens.get(rule_lang)
+            if screen is None or screen.search(normalised) is None:
+                continue
+            for rule in rules:
+                for match in rule.pattern.finditer(normalised):
+                    found.append(self._judge(normalised, match, rule, rule_lang, lang or rule_lang))
+        order = {level: i for i, level in enumerate(PRECEDENCE)}
+        found.sort(key=lambda hit: (order[hit.level], hit.effect is not None, hit.start))
+        return found
+
+    # -- guards --------------------------------------------------------------------------------
+    def _judge(self, text: str, match: re.Match[str], rule: _CompiledRule, rule_lang: str, lang: str) -> RuleHit:
+        start, end = match.span()
+        clause_start, clause_end = self._clause(text, start, end, rule_lang, lang)
+        asked: str | None = None
+        for name in rule.guards:
+            compiled = self._guard(rule_lang, lang, name)
+            if compiled is None or not self._applies(compiled, text, start, end, clause_start, clause_end):
+                continue
+            if compiled.guard.effect == "cancel":
+                return RuleHit(rule.level, rule.name, match.group(0), start, end, name, "cancel")
+            asked = asked or name
+        return RuleHit(rule.level, rule.name, match.group(0), start, end, asked, "ask" if asked else None)
+
+    def _applies(
+        self, compiled: _CompiledGuard, text: str, start: int, end: int, clause_start: int, clause_end: int
+    ) -> bool:
+        guard = compiled.guard
+        if guard.scope == "clause":
+            return any(
+                found.end() <= start or found.start() >= end
+                for found in compiled.pattern.finditer(text, clause_start, clause_end)
+            )
+        for found in compiled.pattern.finditer(text, clause_start, start):
+            if found.end() > start:
+                continue
+            if guard.window is None:
+                return True
+            between = [w for w in _TOKEN.findall(text[found.end() : start]) if w not in self._filler]
+            if len(between) < guard.window:
+                return True
+        return False
+
+    def _guard(self, rule_lang: str, lang: str, name: str) -> _CompiledGuard | None:
+        key = (rule_lang, lang, name)
+        if key not in self._guard_cache:
+            own = self._files[rule_lang].guards.get(name)
+            other = self._files[lang].guards.get(name) if lang in self._files else None
+            if own is None:
+                self._guard_cache[key] = None
+            else:
+                phrases = [*own.phrases, *(other.phrases if other is not None else ())]
+                pattern = phrase_regex(phrases)
+                self._guard_cache[key] = _CompiledGuard(own, pattern) if pattern is not None else None
+        return self._guard_cache[key]
+
+    def _clause(self, text: str, start: int, end: int, rule_lang: str, lang: str) -> tuple[int, int]:
+        breaks = self._breaks(rule_lang, lang)
+        clause_start = 0
+        for boundary in breaks.finditer(text, 0, start):
+            if boundary.end() <= start:
+                clause_start = boundary.end()
+        after = breaks.search(text, end)
+        return clause_start, after.start() if after else len(text)
+
+    def _breaks(self, rule_lang: str, lang: str) -> re.Pattern[str]:
+        key = (rule_lang, lang)
+        if key not in self._break_cache:
+            words = [*self._files[rule_lang].clause_breaks]
+            if lang in self._files and lang != rule_lang:
+                words.extend(self._files[lang].clause_breaks)
+            word_regex = phrase_regex(words)
+            source = _PUNCTUATION + (f"|{word_regex.pattern}" if word_regex is not None else "")
+            self._break_cache[key] = re.compile(source)
+        return self._break_cache[key]
+
+
+def excerpt(text: str, sign: str, limit: int = 300) -> str:
+    """The sentence of the original message that holds the sign, for the staff alert (whatever the length)."""
+    for sentence in _SENTENCE.split(text):
+        if sign and sign in normalise(sentence):
+            return sentence.strip()[:limit]
+    return sign[:limit]
+
+
+def check_rules(file: TriageFile, lang: str, every: Mapping[str, TriageFile]) -> Iterable[tuple[tuple[object, ...], str]]:
+    """Problems with one language's rules: bad phrases, unknown guards, duplicates, examples that fail.
+
+    Yields (location in the file, message). Examples run through the rules of every language, as
+    messages do, so a rule that another language's guard breaks is found here.
+    """
+    seen: dict[str, tuple[object, ...]] = {}
+    for name, guard in file.guards.items():
+        for index, phrase in enumerate(guard.phrases):
+            try:
+                compile_phrase(phrase)
+            except ValueError as exc:
+                yield ("guards", name, "phrases", index), f"guard '{name}': {exc}"
+    for level in PRECEDENCE:
+        for guard_name in file.default_guards.get(level, ()):
+            if guard_name not in file.guards:
+                yield ("default_guards", level.value), f"unknown guard '{guard_name}' in default_guards.{level.value}"
+    ids: set[str] = set()
+    for level, index, rule in file.every_rule():
+        loc: tuple[object, ...] = ("rules", level.value, index)
+        if rule.id in ids:
+            yield (*loc, "id"), f"duplicate rule id '{rule.id}'"
+        ids.add(rule.id)
+        for guard_name in rule.unless or ():
+            if guard_name not in file.guards:
+                yield (*loc, "unless"), f"rule '{rule.id}' names unknown guard '{guard_name}'"
+        for p_index, phrase in enumerate(rule.phrases):
+            try:
+                key = compile_phrase(phrase)
+            except ValueError as exc:
+                yield (*loc, "phrases", p_index), f"rule '{rule.id}': {exc}"
+                continue
+            if re.fullmatch(key, ""):
+                yield (*loc, "phrases", p_index), f"rule '{rule.id}': phrase '{phrase}' matches an empty message"
+            if key in seen:
+                yield (*loc, "phrases", p_index), f"duplicate phrase '{phrase}' (also at {'.'.join(map(str, seen[key]))})"
+            seen.setdefault(key, (level.value, rule.id))
+        if not rule.match:
+            yield loc, f"rule '{rule.id}' has no 'match' examples: write messages it must catch"
+    try:
+        engine = RuleSet(every)
+    except ValueError:
+        return  # phrase errors were reported above
+    for level, index, rule in file.every_rule():
+        loc = ("rules", level.value, index)
+        name = f"{lang}:{rule.id}"
+        for e_index, message in enumerate(rule.match):
+            if not any(h.rule == name and h.counts for h in engine.hits(message, lang)):
+                yield (*loc, "match", e_index), f"rule '{rule.id}' does not catch its example '{message}'"
+        for e_index, message in enumerate(rule.ignore):
+            if any(h.rule == name and h.counts for h in engine.hits(message, lang)):
+                yield (*loc, "ignore", e_index), f"rule '{rule.id}' catches '{message}', which it must not"
