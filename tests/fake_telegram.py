@@ -24,24 +24,29 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import html
 import itertools
 import json
+import math
 import re
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["Call", "FakeTelegram", "UploadedFile"]
+__all__ = ["Call", "ConnectionDropped", "FakeTelegram", "UploadedFile"]
 
 JSONDict = dict[str, Any]
 
@@ -150,6 +155,39 @@ _ENVELOPE_KEYS = frozenset(
     }
 )
 
+# What Telegram answers for a status when a test does not say (fail()).
+_DEFAULT_DESCRIPTIONS = {
+    400: "Bad Request: chat not found",
+    401: "Unauthorized",
+    403: "Forbidden: bot was blocked by the user",
+    404: "Not Found",
+    409: "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+# Methods that put a message into a chat or change one: the ones Telegram's flood control counts.
+# sendChatAction is deliberately absent (Telegram does not count it against the message limits).
+_LIMITED_METHODS = frozenset(
+    {
+        "sendmessage",
+        "sendphoto",
+        "senddocument",
+        "sendsticker",
+        "sendvoice",
+        "sendaudio",
+        "sendvideo",
+        "sendanimation",
+        "sendlocation",
+        "copymessage",
+        "forwardmessage",
+        "editmessagetext",
+        "editmessagereplymarkup",
+    }
+)
+
 _COMMAND_RE = re.compile(r"(?<![\w/])/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
 
 
@@ -179,6 +217,9 @@ class Call:
     response: JSONDict = field(default_factory=dict)
     files: dict[str, UploadedFile] = field(default_factory=dict)
     seq: int = 0
+    # The connection was closed without an answer (drop()): the bot never saw ``status``/``response``.
+    # ``status`` is 0 when the method was not performed, 200 when it was (``after_processing=True``).
+    dropped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -192,7 +233,14 @@ class Call:
         params = json.dumps(self.params, ensure_ascii=False, default=str)
         if len(params) > 300:
             params = params[:297] + "..."
-        return f"#{self.seq} {self.method} -> {self.status} {params}"
+        dropped = " (connection dropped)" if self.dropped else ""
+        return f"#{self.seq} {self.method} -> {self.status}{dropped} {params}"
+
+
+class ConnectionDropped(ConnectionResetError):
+    """Raised by the in-process entry point (``FakeTelegram._dispatch``) where the HTTP server would
+    close the connection without answering (``drop()``): a request layer that calls the fake
+    without sockets sees the same "no response" failure a real socket would give it."""
 
 
 class _ApiError(Exception):
@@ -213,12 +261,85 @@ def _bad_request(description: str) -> _ApiError:
     return _ApiError(400, f"Bad Request: {description}")
 
 
+FaultKind = Literal["fail", "drop", "stall"]
+
+
 @dataclass
-class _Failure:
+class _Fault:
+    """One scripted fault: applies to the next ``times`` matching calls (None: every one, until cleared)."""
+
+    kind: FaultKind
+    method: str  # lower-case method name, or "*" for any method
+    chat_id: int | str | None  # None: any request; otherwise only requests whose chat_id equals it
+    times: int | None
+    status: int = 0
+    description: str = ""
+    parameters: JSONDict | None = None
+    html: bool = False
+    after_processing: bool = False
+    seconds: float = 0.0
+
+    def matches(self, method: str, chat_id: int | str | None) -> bool:
+        return self.method in ("*", method) and (self.chat_id is None or self.chat_id == chat_id)
+
+    def __str__(self) -> str:
+        where = "" if self.chat_id is None else f" chat_id={self.chat_id}"
+        what = {
+            "fail": f"{self.status}{' html' if self.html else ''}",
+            "drop": "after processing" if self.after_processing else "before processing",
+            "stall": f"{self.seconds:g}s{' after processing' if self.after_processing else ''}",
+        }[self.kind]
+        times = "always" if self.times is None else f"x{self.times}"
+        return f"{self.kind} {self.method}{where}: {what} ({times})"
+
+
+@dataclass
+class _Limits:
+    per_bot_per_second: int
+    per_chat_per_second: float
+    chat_burst: int
+    per_group_per_minute: int
+
+
+@dataclass
+class _Reply:
+    """What the HTTP layer writes back: a JSON payload, an HTML page instead of it, or nothing at all."""
+
     status: int
-    description: str
-    parameters: JSONDict | None
-    times: int
+    payload: JSONDict
+    html: str | None = None
+    drop: bool = False
+
+
+class _Dropped(Exception):
+    """Internal: answer this request by closing the connection."""
+
+
+def _chat_key(raw: Any) -> int | str | None:
+    """A request's chat_id as fault rules and flood limits compare it: an int when it parses as one."""
+    if isinstance(raw, bool) or raw is None:
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            return int(text)
+        except ValueError:
+            return text or None
+    return None
+
+
+def _nginx_page(status: int) -> str:
+    """The HTML error page Telegram's nginx front end answers with when the Bot API backend is down."""
+    try:
+        title = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        title = str(status)
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
+        "<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n"
+    )
 
 
 @dataclass
@@ -547,13 +668,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, verb: str) -> None:
         body = self._read_body()
         url = urlsplit(self.path)
-        status, payload = self.server.fake._dispatch(
-            verb, url.path, url.query, self.headers.get("Content-Type", ""), body
-        )
-        data = json.dumps(payload, ensure_ascii=False).encode()
+        reply = self.server.fake._answer(verb, url.path, url.query, self.headers.get("Content-Type", ""), body)
+        if reply.drop:
+            # Close without a single byte of response, as when Telegram's side times out or resets:
+            # the client sees the connection end (httpx: RemoteProtocolError, urllib: RemoteDisconnected).
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if reply.html is not None:
+            data, content_type = reply.html.encode(), "text/html"
+        else:
+            data, content_type = json.dumps(reply.payload, ensure_ascii=False).encode(), "application/json"
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_response(reply.status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -680,8 +809,12 @@ class FakeTelegram:
         self._chats: dict[int, JSONDict] = {}
         self._migrated: dict[int, int] = {}
         self._blocked: dict[int, str] = {}
-        self._failures: dict[str, list[_Failure]] = {}
+        self._faults: list[_Fault] = []  # fail/drop/stall rules, in the order they were scripted
         self._delays: dict[str, float] = {}
+        self._token_revoked = False
+        self._limits: _Limits | None = None
+        self._reset_limit_windows()
+        self._flood_errors: Counter[int | str | None] = Counter()
         self._callback_queries: dict[str, bool] = {}  # id -> answered
         self._callback_ids = itertools.count(4_000_000_000_000_000_001)
         self._file_ids = itertools.count(1)
@@ -762,10 +895,45 @@ class FakeTelegram:
         editMessageReplyMarkup: ``method, chat_id, message_id, text`` (plain text as Telegram
         shows it; the caption for media), ``raw_text`` (as sent, before parse_mode), ``parse_mode``,
         ``reply_markup`` (as sent, any keyboard type, or None), ``message`` (the Message object the
-        fake returned; ``{"message_id": ...}`` for copyMessage) and ``time``.
+        fake returned; ``{"message_id": ...}`` for copyMessage), ``time`` and ``response_lost`` (True
+        when the message was delivered but the connection was then dropped, see :meth:`drop`).
         """
         with self._lock:
             return [dict(d) for d in self._deliveries if d["chat_id"] == chat_id]
+
+    def deliveries(self, chat_id: int | None = None) -> list[JSONDict]:
+        """Every new message the bot put into a chat (``chat_id`` only, when given), in order.
+
+        That is each successful sendMessage/sendPhoto/send*/copyMessage/forwardMessage – edits are
+        not new messages and are left out. Entries look like :meth:`messages_to`'s. A message whose
+        answer was lost (``drop(..., after_processing=True)``) counts: the user did get it, which is
+        what end-to-end tests that look for duplicate sends after a retry need to see.
+        """
+        with self._lock:
+            return [
+                dict(d)
+                for d in self._deliveries
+                if not str(d["method"]).startswith("edit") and (chat_id is None or d["chat_id"] == chat_id)
+            ]
+
+    def delivery_count(self, chat_id: int, text: str) -> int:
+        """How many times a message with exactly this (plain, as shown) text/caption reached ``chat_id``."""
+        return sum(1 for d in self.deliveries(chat_id) if d["text"] == text)
+
+    def duplicate_deliveries(self, chat_id: int | None = None) -> dict[tuple[int, str], int]:
+        """``{(chat_id, text): count}`` for every text that reached the same chat more than once.
+
+        Only messages with a text or caption are compared (two captionless photos are not duplicates).
+        """
+        counts = Counter((int(d["chat_id"]), str(d["text"])) for d in self.deliveries(chat_id) if d["text"])
+        return {key: n for key, n in counts.items() if n > 1}
+
+    def assert_no_duplicate_deliveries(self, chat_id: int | None = None) -> None:
+        """Fail (listing them) if any chat got the same text twice, e.g. because a retry re-sent it."""
+        duplicates = self.duplicate_deliveries(chat_id)
+        if duplicates:
+            listed = "\n".join(f"  {n}x to {cid}: {text[:120]!r}" for (cid, text), n in duplicates.items())
+            raise AssertionError(f"duplicate deliveries:\n{listed}\n{self._recent_calls()}")
 
     def last_message_to(self, chat_id: int) -> JSONDict:
         messages = self.messages_to(chat_id)
@@ -793,11 +961,13 @@ class FakeTelegram:
             return copy.deepcopy(self._commands.get((self._scope_key(scope), language_code or ""), []))
 
     def clear(self) -> None:
-        """Forget recorded calls and deliveries (chats, messages, queued updates and settings stay)."""
+        """Forget recorded calls, deliveries and flood-error counts (chats, messages, queued updates and
+        settings such as scripted faults and flood limits stay)."""
         with self._lock:
             self._calls.clear()
             self._consumed.clear()
             self._deliveries.clear()
+            self._flood_errors.clear()
             self.webhook_attempts.clear()
 
     def reset(self) -> None:
@@ -929,7 +1099,8 @@ class FakeTelegram:
         """The next ``times`` calls of ``method`` fail with this Bot API error (queued after earlier ones).
 
         With the default 429 and no explicit ``retry_after``, ``parameters.retry_after`` is taken
-        from the description ("retry after N"), like Telegram sends it.
+        from the description ("retry after N"), like Telegram sends it. See :meth:`fail` for the
+        general form (per chat, HTML bodies, status-dependent default descriptions).
         """
         parameters: JSONDict = {}
         if retry_after is None and status == 429:
@@ -939,10 +1110,193 @@ class FakeTelegram:
             parameters["retry_after"] = retry_after
         if migrate_to_chat_id is not None:
             parameters["migrate_to_chat_id"] = migrate_to_chat_id
-        with self._lock:
-            self._failures.setdefault(method.lower(), []).append(
-                _Failure(status, description, parameters or None, times)
+        self._add_fault(
+            _Fault(
+                "fail",
+                method.lower(),
+                None,
+                times,
+                status=status,
+                description=description,
+                parameters=parameters or None,
             )
+        )
+
+    def fail(
+        self,
+        method: str,
+        *,
+        chat_id: int | str | None = None,
+        status: int = 500,
+        description: str | None = None,
+        retry_after: int | None = None,
+        migrate_to_chat_id: int | None = None,
+        times: int | None = 1,
+        html: bool = False,
+    ) -> None:
+        """The next ``times`` calls of ``method`` (``"*"``: any method) fail with HTTP ``status``;
+        the method is not performed (nothing is stored or delivered).
+
+        ``chat_id`` limits the fault to requests addressed to that chat (their ``chat_id`` parameter,
+        compared as an int when it parses as one), so one recipient can fail while others get through.
+        ``times=None`` fails every matching call until :meth:`clear_faults`.
+
+        ``description`` defaults to what Telegram says for that status ("Internal Server Error",
+        "Bad Gateway", "Bad Request: chat not found", "Forbidden: bot was blocked by the user",
+        "Unauthorized", ...). A 429 gets ``parameters.retry_after`` (``retry_after``, else the N of a
+        "retry after N" description, else 1) and "Too Many Requests: retry after N".
+
+        ``html=True`` answers with nginx's HTML error page (``text/html``) instead of JSON, which is
+        what the bot gets when Telegram's front end cannot reach the Bot API backend (502/504); only
+        the HTTP server can do that – the in-process ``_dispatch`` returns the JSON equivalent.
+
+        Faults are taken in the order they were scripted (together with :meth:`fail_next` and
+        :meth:`drop`); a call takes at most one of them, plus at most one :meth:`stall`.
+        """
+        parameters: JSONDict = {}
+        if status == 429:
+            if retry_after is None:
+                found = re.search(r"retry after (\d+)", description or "")
+                retry_after = int(found.group(1)) if found else 1
+            description = description or f"Too Many Requests: retry after {retry_after}"
+        if description is None:
+            try:
+                description = _DEFAULT_DESCRIPTIONS.get(status) or HTTPStatus(status).phrase
+            except ValueError:
+                description = f"Error {status}"
+        if retry_after is not None:
+            parameters["retry_after"] = retry_after
+        if migrate_to_chat_id is not None:
+            parameters["migrate_to_chat_id"] = migrate_to_chat_id
+        self._add_fault(
+            _Fault(
+                "fail",
+                method.lower(),
+                _chat_key(chat_id),
+                times,
+                status=status,
+                description=description,
+                parameters=parameters or None,
+                html=html,
+            )
+        )
+
+    def drop(
+        self, method: str, *, chat_id: int | str | None = None, times: int | None = 1, after_processing: bool = False
+    ) -> None:
+        """The next ``times`` matching calls get no answer at all: the server closes the connection.
+
+        Without ``after_processing`` the method is not performed (the request was lost on the way).
+        With ``after_processing=True`` it IS performed first – the message is delivered and shows up
+        in :meth:`messages_to`/:meth:`deliveries` with ``response_lost=True`` – and only the answer is
+        lost: Telegram's "the request timed out after it was sent" case, where a bot that blindly
+        retries sends the message twice. PTB raises ``NetworkError`` either way. ``chat_id``,
+        ``"*"`` and ``times=None`` work as in :meth:`fail`; the recorded Call has ``dropped=True``.
+        """
+        self._add_fault(_Fault("drop", method.lower(), _chat_key(chat_id), times, after_processing=after_processing))
+
+    def stall(
+        self,
+        method: str,
+        *,
+        seconds: float,
+        chat_id: int | str | None = None,
+        times: int | None = 1,
+        after_processing: bool = False,
+    ) -> None:
+        """The next ``times`` matching calls wait ``seconds`` before they are answered (unlike
+        :meth:`delay`, which slows every call of a method).
+
+        By default the wait comes before the method is performed, so a client that gives up early
+        (PTB ``TimedOut``) still has its message delivered once the stall is over – as with a slow
+        Telegram. ``after_processing=True`` performs the method at once and holds back only the
+        answer. A stall combines with a :meth:`fail`/:meth:`drop` fault on the same call (a slow 502).
+        """
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._add_fault(
+            _Fault(
+                "stall", method.lower(), _chat_key(chat_id), times, seconds=seconds, after_processing=after_processing
+            )
+        )
+
+    def _add_fault(self, fault: _Fault) -> None:
+        if fault.times is not None and fault.times < 1:
+            raise ValueError(f"times must be >= 1 (or None for every call), not {fault.times}")
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        """Forget every scripted fail/fail_next/drop/stall that has not fired yet (``delay`` stays)."""
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def pending_faults(self) -> list[str]:
+        """Scripted faults that have not (all) fired yet, readable – handy in assertion messages."""
+        with self._lock:
+            return [str(f) for f in self._faults]
+
+    def revoke_token(self) -> None:
+        """From now on every request – parked long polls included – gets 401 Unauthorized, as after the
+        token is revoked in @BotFather (PTB raises ``InvalidToken``). Requests are still recorded."""
+        with self._cond:
+            self._token_revoked = True
+            self._cond.notify_all()
+
+    def restore_token(self) -> None:
+        """Undo :meth:`revoke_token`."""
+        with self._lock:
+            self._token_revoked = False
+
+    @property
+    def token_revoked(self) -> bool:
+        with self._lock:
+            return self._token_revoked
+
+    def enforce_limits(
+        self,
+        *,
+        per_bot_per_second: int = 30,
+        per_chat_per_second: float = 1.0,
+        chat_burst: int = 3,
+        per_group_per_minute: int = 20,
+        enabled: bool = True,
+    ) -> None:
+        """Enforce Telegram's flood limits on sending methods (send*/copyMessage/forwardMessage/edits;
+        not sendChatAction), so tests can see how the bot copes with 429s it provokes itself.
+
+        A call over a limit gets 429 "Too Many Requests: retry after N" with ``parameters.retry_after``
+        = N, the whole seconds (>= 1) until it would be allowed, and is not performed. Limits:
+
+        * per private chat (positive id): a token bucket of ``chat_burst`` messages refilled at
+          ``per_chat_per_second``;
+        * per group/supergroup/channel (negative id or @username): at most ``per_group_per_minute``
+          in any 60 s;
+        * per bot: at most ``per_bot_per_second`` in any 1 s.
+
+        Only performed calls use up the limits (rejected or failed ones do not). Calling this again
+        starts from full buckets; ``enabled=False`` switches the limits off (the default state).
+        The 429s are counted in :attr:`flood_errors` and :meth:`flood_errors_for`.
+        """
+        if min(per_bot_per_second, chat_burst, per_group_per_minute) < 1 or per_chat_per_second <= 0:
+            raise ValueError("limits must be positive")
+        with self._lock:
+            self._limits = (
+                _Limits(per_bot_per_second, per_chat_per_second, chat_burst, per_group_per_minute) if enabled else None
+            )
+            self._reset_limit_windows()
+
+    @property
+    def flood_errors(self) -> int:
+        """How many 429s :meth:`enforce_limits` produced (scripted ``fail``/``fail_next`` ones do not count)."""
+        with self._lock:
+            return sum(self._flood_errors.values())
+
+    def flood_errors_for(self, chat_id: int | str) -> int:
+        """How many 429s :meth:`enforce_limits` produced for calls addressed to ``chat_id``."""
+        with self._lock:
+            return self._flood_errors[_chat_key(chat_id)]
 
     def block_chat(self, chat_id: int, description: str | None = None, *, notify: bool = False) -> None:
         """Every request addressed to ``chat_id`` now gets 403 (the user blocked the bot / bot was kicked).
@@ -1469,37 +1823,80 @@ class FakeTelegram:
     # -- request dispatch -------------------------------------------------------------------------
 
     def _dispatch(self, verb: str, path: str, query: str, content_type: str, body: bytes) -> tuple[int, JSONDict]:
+        """Answer one request without sockets: ``(HTTP status, JSON payload)``.
+
+        For in-process request layers. Where the HTTP server would close the connection (``drop()``)
+        this raises :class:`ConnectionDropped`; an HTML answer (``fail(html=True)``) comes back as
+        its JSON equivalent.
+        """
+        reply = self._answer(verb, path, query, content_type, body)
+        if reply.drop:
+            raise ConnectionDropped("the fake Telegram server closed the connection without a response")
+        return reply.status, reply.payload
+
+    def _answer(self, verb: str, path: str, query: str, content_type: str, body: bytes) -> _Reply:
         arrived = time.time()
         match = re.fullmatch(r"/bot([^/]*)/([A-Za-z0-9_]*)/?", path)
         if match is None:
-            return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+            return _Reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         token, method = match.groups()
         if token != self.token:
-            return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
-        handler = getattr(self, f"_m_{method.lower()}", None)
+            return _Reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+        name = method.lower()
+        handler = getattr(self, f"_m_{name}", None)
         canonical = handler.__doc__.strip() if handler is not None and handler.__doc__ else method
         params: JSONDict = {}
         files: dict[str, UploadedFile] = {}
+        html_page: str | None = None
+        dropped = False
         try:
-            params, files = _parse_request(query, content_type, body)
+            try:
+                params, files = _parse_request(query, content_type, body)
+            except _ApiError:
+                if not self.token_revoked:
+                    raise
             with self._lock:
-                stall = self._delays.get(method.lower(), 0.0)
-            if stall:
-                self._stopping.wait(stall)
-            with self._lock:
-                failure = self._take_failure(method.lower())
-            if failure is not None:
-                raise failure
+                if self._token_revoked:
+                    raise _ApiError(401, "Unauthorized")
+                chat = _chat_key(params.get("chat_id"))
+                stall = self._take_fault(("stall",), name, chat)
+                outcome = self._take_fault(("fail", "drop"), name, chat)
+                wait = self._delays.get(name, 0.0)
+            if stall is not None and not stall.after_processing:
+                wait += stall.seconds
+            if wait:
+                self._stopping.wait(wait)
+            if outcome is not None and outcome.kind == "fail":
+                if outcome.html:
+                    html_page = _nginx_page(outcome.status)
+                raise _ApiError(outcome.status, outcome.description, copy.deepcopy(outcome.parameters))
+            lose_answer = outcome is not None and outcome.kind == "drop" and outcome.after_processing
+            if outcome is not None and not lose_answer:
+                raise _Dropped
             if handler is None:
                 raise _ApiError(404, "Not Found: method not found")
-            if method.lower() == "getupdates":
+            if name == "getupdates":
                 result = self._get_updates(params)  # blocks without holding the lock
             else:
                 with self._lock:
+                    limited = self._limits is not None and name in _LIMITED_METHODS
+                    if limited:
+                        self._check_flood(params)
+                    delivered = len(self._deliveries)
                     result = handler(params, files)
+                    if limited:
+                        self._count_sent(params)
+                    if lose_answer:
+                        for entry in self._deliveries[delivered:]:
+                            entry["response_lost"] = True
             status, payload = 200, {"ok": True, "result": result}
+            dropped = lose_answer
+            if stall is not None and stall.after_processing:
+                self._stopping.wait(stall.seconds)
         except _ApiError as exc:
             status, payload = exc.status, exc.payload()
+        except _Dropped:
+            status, payload, dropped = 0, {}, True
         with self._cond:
             self._calls.append(
                 Call(
@@ -1511,20 +1908,82 @@ class FakeTelegram:
                     response=copy.deepcopy(payload),
                     files=files,
                     seq=next(self._call_seq),
+                    dropped=dropped,
                 )
             )
             self._cond.notify_all()
-        return status, payload
+        return _Reply(status, payload, html=html_page, drop=dropped)
 
-    def _take_failure(self, method: str) -> _ApiError | None:
-        queue = self._failures.get(method)
-        if not queue:
-            return None
-        failure = queue[0]
-        failure.times -= 1
-        if failure.times <= 0:
-            queue.pop(0)
-        return _ApiError(failure.status, failure.description, copy.deepcopy(failure.parameters))
+    def _take_fault(self, kinds: tuple[FaultKind, ...], method: str, chat_id: int | str | None) -> _Fault | None:
+        """Use up one firing of the first scripted fault of these kinds that matches the call."""
+        for index, fault in enumerate(self._faults):
+            if fault.kind in kinds and fault.matches(method, chat_id):
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        del self._faults[index]
+                return copy.copy(fault)
+        return None
+
+    # -- flood limits -----------------------------------------------------------------------------
+
+    def _reset_limit_windows(self) -> None:
+        self._bot_sends: deque[float] = deque()  # monotonic times of performed sends, last second
+        self._chat_buckets: dict[int | str, tuple[float, float]] = {}  # private chat -> (tokens, at)
+        self._group_sends: dict[int | str, deque[float]] = {}  # group -> times of sends, last minute
+
+    def _limit_chat(self, params: JSONDict) -> int | str | None:
+        key = _chat_key(params.get("chat_id"))
+        if isinstance(key, str) and key.startswith("@"):
+            for chat in self._chats.values():
+                if chat.get("username") == key[1:]:
+                    return int(chat["id"])
+        return key
+
+    def _check_flood(self, params: JSONDict) -> None:
+        """Raise Telegram's 429 if performing this send now would break a limit (caller holds the lock)."""
+        limits = self._limits
+        assert limits is not None
+        now = time.monotonic()
+        chat = self._limit_chat(params)
+        waits: list[float] = []
+        while self._bot_sends and self._bot_sends[0] <= now - 1.0:
+            self._bot_sends.popleft()
+        if len(self._bot_sends) >= limits.per_bot_per_second:
+            waits.append(self._bot_sends[0] + 1.0 - now)
+        if isinstance(chat, int) and chat > 0:
+            tokens = self._bucket(chat, now)
+            if tokens < 1.0:
+                waits.append((1.0 - tokens) / limits.per_chat_per_second)
+        elif chat is not None:
+            sent = self._group_sends.setdefault(chat, deque())
+            while sent and sent[0] <= now - 60.0:
+                sent.popleft()
+            if len(sent) >= limits.per_group_per_minute:
+                waits.append(sent[0] + 60.0 - now)
+        if waits:
+            self._flood_errors[chat] += 1
+            retry_after = max(1, math.ceil(max(waits)))
+            raise _ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
+
+    def _bucket(self, chat: int, now: float) -> float:
+        limits = self._limits
+        assert limits is not None
+        tokens, at = self._chat_buckets.get(chat, (float(limits.chat_burst), now))
+        tokens = min(float(limits.chat_burst), tokens + (now - at) * limits.per_chat_per_second)
+        self._chat_buckets[chat] = (tokens, now)
+        return tokens
+
+    def _count_sent(self, params: JSONDict) -> None:
+        """A limited send was performed: use up its share of the limits (caller holds the lock)."""
+        now = time.monotonic()
+        chat = self._limit_chat(params)
+        self._bot_sends.append(now)
+        if isinstance(chat, int) and chat > 0:
+            tokens = self._bucket(chat, now)
+            self._chat_buckets[chat] = (tokens - 1.0, now)
+        elif chat is not None:
+            self._group_sends.setdefault(chat, deque()).append(now)
 
     # -- helpers for handlers ---------------------------------------------------------------------
 
@@ -1666,6 +2125,7 @@ class FakeTelegram:
                 "reply_markup": copy.deepcopy(params.get("reply_markup")),
                 "message": copy.deepcopy(message),
                 "time": time.time(),
+                "response_lost": False,
             }
         )
 
@@ -1721,6 +2181,8 @@ class FakeTelegram:
             self._cond.notify_all()  # wake an older long poll so that it can be terminated
             self._confirm(offset)
             while True:
+                if self._token_revoked:
+                    raise _ApiError(401, "Unauthorized")
                 if generation != self._poll_generation:
                     raise _ApiError(
                         409,
