@@ -1,19 +1,31 @@
-"""`aftercare ...` commands: the only place that reads arguments and files and wires objects together."""
+"""`aftercare ...` commands: the only place that reads arguments and files and wires objects together.
+
+Every mistake a person can make here (a missing file, a bad JSON line, an unknown language, no
+network, a rejected token) is one clear line and a non-zero exit, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.core.conversation import Reply
+from bot.core.conversation import Assistant, Kind, Reply
 from bot.core.evaluation import LabelledRow, LanguageScore, Prediction, score_rows
 from bot.core.problems import InvalidContent, Problem
-from bot.core.triage import Level
+from bot.core.safety.classifier import Report
+from bot.core.safety.model import Level
 from bot.runtime import check, load_assistant
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake in how a command was called or in a file it was given: printed as one line."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         result: int = args.handler(args)
         return result
@@ -29,61 +41,142 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(exc.problems, sys.stderr)
         print("aftercare: fix the problems above (run `aftercare check`).", file=sys.stderr)
         return 1
+    except UserError as exc:
+        print(f"aftercare {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
 
+def _version() -> str:
+    try:
+        return version("aftercare")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aftercare", description="Aftercare assistant for aesthetic clinics.")
-    parser.add_argument(
-        "--config", help="config file (default: $AFTERCARE_CONFIG, ./config.yaml, or built-in defaults)"
+    # Options common to every command, accepted before or after the command's name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $AFTERCARE_CONFIG, ./config.yaml, or the built-in demo clinic)",
     )
-    sub = parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(
+        prog="aftercare",
+        description="Aftercare assistant for aesthetic clinics: curated FAQ, safety triage, staff alerts, reminders.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"aftercare {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("check", help="validate config and all content; exit 1 on errors")
-    p.set_defaults(handler=cmd_check)
+    def command(name: str, handler: Callable[[argparse.Namespace], int], summary: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=summary, parents=[common])
+        p.set_defaults(handler=handler)
+        return p
 
-    p = sub.add_parser("ask", help="answer one message as the bot would, or a batch of them")
+    command(
+        "check",
+        cmd_check,
+        "validate the config and all content; print the safety classifier's figures; exit 1 on errors",
+    )
+
+    p = command("ask", cmd_ask, "answer one message as the bot would, or a batch of them")
     p.add_argument("text", nargs="?", help="the patient's message")
-    p.add_argument("--lang", default=None, help="language hint (default: the clinic's default language)")
-    p.add_argument("--batch", type=Path, help="JSONL file with {text, lang?} per line")
-    p.add_argument("--json", action="store_true", help="print JSON objects")
-    p.set_defaults(handler=cmd_ask)
+    p.add_argument("--lang", help="the patient's language (default: the clinic's default language)")
+    p.add_argument("--batch", type=Path, metavar="FILE", help='a JSONL file with {"text", "lang"?} per line')
+    p.add_argument("--json", action="store_true", help="print JSON objects (one per line with --batch)")
 
-    p = sub.add_parser("eval", help="score labelled JSONL files (text, lang, expect, triage)")
-    p.add_argument("files", nargs="+", type=Path)
-    p.add_argument("--min-accuracy", type=float, help="exit 1 if in-scope top-1 accuracy (%%) is lower in any language")
-    p.add_argument("--min-fallback", type=float, help="exit 1 if the out-of-scope fallback rate (%%) is lower")
-    p.add_argument("--min-recall", type=float, help="exit 1 if recall (%%) of any triage level is lower")
-    p.add_argument("--max-false-positives", type=float, help="exit 1 if triage on calm rows (%%) is higher")
+    p = command("eval", cmd_eval, "score labelled JSONL files (text, lang, expect, triage[, near_miss])")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="labelled JSONL files")
+    p.add_argument(
+        "--min-accuracy", type=float, metavar="PCT", help="exit 1 if in-scope top-1 accuracy is lower in any language"
+    )
+    p.add_argument(
+        "--min-fallback",
+        type=float,
+        metavar="PCT",
+        help="exit 1 if the out-of-scope fallback rate is lower in any language",
+    )
+    p.add_argument(
+        "--max-wrong",
+        type=float,
+        metavar="PCT",
+        help="exit 1 if wrong answers are more than this share in any language",
+    )
+    p.add_argument(
+        "--min-recall", type=float, metavar="PCT", help="exit 1 if recall of any triage level is lower in any language"
+    )
+    p.add_argument(
+        "--max-false-positives",
+        type=float,
+        metavar="PCT",
+        help="exit 1 if alerts plus questions on calm rows are more in any language",
+    )
     p.add_argument("--quiet", action="store_true", help="do not list the misses")
-    p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("run", help="run the Telegram bot (long polling, or a webhook when configured)")
-    p.set_defaults(handler=cmd_run)
+    command("run", cmd_run, "run the Telegram bot (long polling, or a webhook when configured)")
 
-    p = sub.add_parser("shell", help="chat with the bot in this terminal (no Telegram needed)")
-    p.add_argument("--lang", default=None, help="language to start in")
-    p.set_defaults(handler=cmd_shell)
+    p = command("shell", cmd_shell, "chat with the bot in this terminal, as a patient would (no Telegram needed)")
+    p.add_argument("--lang", help="the language to start in")
     return parser
+
+
+def _lang_option(assistant: Assistant, value: str | None, default: str) -> str:
+    if value is None:
+        return default
+    if not assistant.supports(value):
+        raise UserError(f"unknown language '{value}'; this content has {', '.join(assistant.content.languages)}")
+    return assistant.lang(value)
 
 
 # -- check ---------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    config, content, problems = check(args.config)
+    from bot.runtime import safety_figures
+
+    config, content, problems = check(getattr(args, "config", None))
     _print_problems(problems, sys.stdout)
     n_errors = sum(p.severity == "error" for p in problems)
     n_warnings = len(problems) - n_errors
     if n_errors or content is None or config is None:
         print(f"{n_errors} error(s), {n_warnings} warning(s)")
         return 1
+    report = safety_figures(content)
+    warnings = _print_report(report)
     entries = sum(len(pack.faq.entries) for pack in content.packs.values())
     questions = sum(len(e.questions) for pack in content.packs.values() for e in pack.faq.entries)
     print(
         f"OK: {len(content.packs)} languages ({', '.join(content.languages)}), {entries} entries, "
-        f"{questions} example questions; {n_warnings} warning(s)"
+        f"{questions} example questions; {n_warnings + warnings} warning(s)"
     )
     return 0
+
+
+def _print_report(report: Report) -> int:
+    """The classifier's cross-validated figures per language; returns how many warnings it printed."""
+    print("Safety classifier, cross-validated on the curated examples (a question counts as caught):")
+    warnings = 0
+    for lang, levels in report.levels.items():
+        cells = [f"{level.value} {f.caught}/{f.examples} ({100 * f.recall:.0f}%)" for level, f in levels.items()]
+        hard_total, hard_asked, hard_alerted = report.hard_negatives.get(lang, (0, 0, 0))
+        q_total, q_asked, q_alerted = report.questions.get(lang, (0, 0, 0))
+        print(
+            f"  {lang}: "
+            + ", ".join(cells)
+            + f"; hard negatives: {hard_alerted} alerts, {hard_asked} questions of {hard_total}"
+            + f"; FAQ questions: {q_alerted} alerts, {q_asked} questions of {q_total}"
+        )
+        for level in (Level.EMERGENCY, Level.CRISIS):
+            figures = levels.get(level)
+            if figures is not None and figures.examples and figures.caught < figures.examples:
+                print(
+                    f"  warning: {lang} {level.value} recall is {100 * figures.recall:.0f}%: "
+                    f"{figures.examples - figures.caught} example(s) would be missed by the classifier alone"
+                )
+                warnings += 1
+    return warnings
 
 
 def _print_problems(problems: list[Problem], out: TextIO) -> None:
@@ -96,7 +189,8 @@ def reply_record(reply: Reply) -> dict[str, Any]:
     """The JSON shape of one answer, as `ask --json` prints it."""
     return {
         "lang": reply.lang,
-        "triage": reply.triage.value if reply.triage else None,
+        "triage": reply.level.value if reply.level else None,
+        "confirm": reply.kind is Kind.CONFIRM,
         "faq_id": reply.topic,
         "score": reply.score,
         "candidates": list(reply.candidates),
@@ -105,8 +199,8 @@ def reply_record(reply: Reply) -> dict[str, Any]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    config, assistant = load_assistant(args.config)
-    default = args.lang or config.default_language
+    config, assistant = load_assistant(getattr(args, "config", None))
+    default = _lang_option(assistant, args.lang, config.default_language)
     if args.batch:
         for line_no, item in _jsonl(args.batch):
             if item is None:
@@ -116,8 +210,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             print(json.dumps(reply_record(reply), ensure_ascii=False) if args.json else reply.text)
         return 0
     if args.text is None:
-        print("aftercare ask: give a message, or --batch FILE", file=sys.stderr)
-        return 2
+        raise UserError("give a message, or --batch FILE")
     reply = assistant.answer(args.text, default)
     if args.json:
         print(json.dumps(reply_record(reply), ensure_ascii=False, indent=2))
@@ -129,41 +222,61 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                yield line_no, None
-                continue
-            yield line_no, item if isinstance(item, dict) and "text" in item else None
+    """The objects of a JSONL file with their line numbers; None for a line that is not one."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
+    with handle:
+        try:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    yield line_no, None
+                    continue
+                yield line_no, item if isinstance(item, dict) and isinstance(item.get("text"), str) else None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text") from None
 
 
 # -- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    config, assistant = load_assistant(args.config)
     rows: list[LabelledRow] = []
+    bad: list[str] = []
     for path in args.files:
         for line_no, item in _jsonl(path):
-            if item is None:
-                print(f"{path}:{line_no}: skipped, not a labelled row", file=sys.stderr)
+            triage = item.get("triage") if item else None
+            if item is None or (triage is not None and triage not in {level.value for level in Level}):
+                bad.append(f"{path}:{line_no}")
                 continue
-            triage = item.get("triage")
             rows.append(
                 LabelledRow(
                     text=str(item["text"]),
-                    lang=str(item.get("lang") or config.default_language),
+                    lang=str(item.get("lang") or ""),
                     expect=item.get("expect"),
                     triage=Level(triage) if triage else None,
                     source=f"{path.name}:{line_no}",
+                    near_miss=bool(item.get("near_miss")),
                 )
             )
+    for where in bad:
+        print(f"{where}: skipped, not a labelled row", file=sys.stderr)
+    config, assistant = load_assistant(getattr(args, "config", None))
+    rows = [
+        r if r.lang else LabelledRow(r.text, config.default_language, r.expect, r.triage, r.source, r.near_miss)
+        for r in rows
+    ]
 
     def predict(row: LabelledRow) -> Prediction:
         reply = assistant.answer(row.text, row.lang)
-        return Prediction(reply.triage, reply.topic)
+        return Prediction(reply.level, reply.topic, reply.kind is Kind.CONFIRM)
 
     scores = score_rows(rows, predict)
     _print_scores(scores, quiet=args.quiet)
@@ -171,22 +284,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _print_scores(scores: dict[str, LanguageScore], quiet: bool) -> None:
-    header = ("lang", "in-scope top-1", "out-of-scope fallback", "emergency", "urgent", "crisis", "triage FP")
+    header = (
+        "lang",
+        "in-scope top-1",
+        "fallback",
+        "wrong",
+        "emergency",
+        "urgent",
+        "crisis",
+        "calm: alerts",
+        "calm: asked",
+        "near-miss: alerts",
+        "near-miss: asked",
+    )
     rows = [
         (
             lang,
             str(s.in_scope),
             str(s.out_of_scope),
+            str(s.wrong),
             str(s.recall[Level.EMERGENCY]),
             str(s.recall[Level.URGENT]),
             str(s.recall[Level.CRISIS]),
-            str(s.false_positives),
+            str(s.alerts),
+            str(s.questions),
+            str(s.near_miss_alerts),
+            str(s.near_miss_questions),
         )
         for lang, s in scores.items()
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if quiet:
         return
     misses = [m for s in scores.values() for m in s.misses]
@@ -202,7 +331,8 @@ def _meets(scores: dict[str, LanguageScore], args: argparse.Namespace) -> bool:
         checks: list[tuple[float | None, float | None, bool, str]] = [
             (s.in_scope.percent, args.min_accuracy, True, "in-scope accuracy"),
             (s.out_of_scope.percent, args.min_fallback, True, "out-of-scope fallback"),
-            (s.false_positives.percent, args.max_false_positives, False, "triage false positives"),
+            (s.wrong.percent, args.max_wrong, False, "wrong answers"),
+            (s.false_positives.percent, args.max_false_positives, False, "alerts and questions on calm rows"),
         ]
         checks += [(s.recall[level].percent, args.min_recall, True, f"{level} recall") for level in Level]
         for value, limit, is_minimum, name in checks:
@@ -218,37 +348,14 @@ def _meets(scores: dict[str, LanguageScore], args: argparse.Namespace) -> bool:
 def cmd_shell(args: argparse.Namespace) -> int:
     from bot.shell import run_shell
 
-    config, assistant = load_assistant(args.config)
-    return run_shell(assistant, args.lang or config.default_language)
+    config, assistant = load_assistant(getattr(args, "config", None))
+    lang = _lang_option(assistant, args.lang, config.default_language)
+    return run_shell(config, assistant, lang)
 
 
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from telegram.error import InvalidToken
+    from bot.telegram.service import run_service
 
-    from bot.logs import setup_logging
-    from bot.store import open_store
-    from bot.telegram.app import run
-
-    config, assistant = load_assistant(args.config)
-    if config.telegram.token is None:
-        print(
-            "aftercare run: no Telegram token. Set TELEGRAM_BOT_TOKEN (from @BotFather), "
-            "or try the bot without Telegram: aftercare shell",
-            file=sys.stderr,
-        )
-        return 2
-    secrets = [config.telegram.token.get_secret_value()]
-    if config.telegram.webhook.secret_token:
-        secrets.append(config.telegram.webhook.secret_token.get_secret_value())
-    formatter = setup_logging(secrets)
-    store = open_store(config.database_url)
-    try:
-        run(config, assistant, store)
-    except InvalidToken:
-        print("aftercare run: Telegram rejected the bot token; check TELEGRAM_BOT_TOKEN.", file=sys.stderr)
-        return 1
-    except Exception as exc:  # whatever it is, say it without the token and without a traceback
-        print(f"aftercare run: stopped by {type(exc).__name__}: {formatter.redact(str(exc))}", file=sys.stderr)
-        return 1
-    return 0
+    config, assistant = load_assistant(getattr(args, "config", None))
+    return run_service(config, assistant)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.core.hours import WEEKDAYS, OpeningHours, opening_hours, parse_spans
 from bot.core.problems import InvalidContent, Problem
 from bot.core.yamlsource import load_yaml
 
@@ -45,6 +47,20 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 LocalisedText = str | dict[str, str]
+
+# Per country: the emergency number and a crisis line that answers in that country, in every language.
+COUNTRY_LINES: dict[str, tuple[str, str]] = {
+    "IT": ("112", "Telefono Amico Italia 02 2327 2327"),
+    "PL": ("112", "116 123 (Telefon zaufania dla dorosłych)"),
+    "ES": ("112", "024 (Línea 024)"),
+    "GB": ("999", "Samaritans 116 123"),
+    "IE": ("112", "Samaritans 116 123"),
+    "DE": ("112", "TelefonSeelsorge 0800 111 0 111"),
+    "FR": ("112", "3114"),
+    "US": ("911", "988 Suicide & Crisis Lifeline (call or text 988)"),
+    "MX": ("911", "Línea de la Vida 800 911 2000"),
+    "AR": ("911", "135 (Centro de Asistencia al Suicida)"),
+}
 # An unset `${VAR}` expands to "": a blank secret is no secret.
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(lambda v: None if v in ("", None) else v)]
 
@@ -71,13 +87,42 @@ class ClinicConfig(_Strict):
     minimum_age: str = "18"  # the youngest age the clinic treats
     # Who to call when the clinic is closed: an on-call doctor or out-of-hours service. Empty = the emergency number.
     out_of_hours: LocalisedText = ""
-    emergency_number: LocalisedText = "112"
-    crisis_line: LocalisedText = {
-        "en": "your local crisis line (in the UK: Samaritans 116 123)",
-        "it": "Telefono Amico 02 2327 2327",
-        "pl": "116 123 (Telefon zaufania dla dorosłych)",
-        "es": "la Línea 024 de atención a la conducta suicida",
+    # Structured hours in the clinic's time zone: when the clinic is closed the bot says so and gives the
+    # out-of-hours route instead of promising a call-back. Days not listed are closed.
+    hours: dict[str, str] = {
+        "mon": "09:00-19:00",
+        "tue": "09:00-19:00",
+        "wed": "09:00-19:00",
+        "thu": "09:00-19:00",
+        "fri": "09:00-19:00",
+        "sat": "09:00-13:00",
     }
+    closed_on: tuple[date, ...] = ()  # holidays
+    # The clinic's country (ISO code) sets the default emergency number and crisis line: a patient of a Milan
+    # clinic writing in English needs the Italian line, not the UK's.
+    country: str = "IT"
+    emergency_number: LocalisedText | None = None
+    crisis_line: LocalisedText | None = None
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: dict[str, str]) -> dict[str, str]:
+        for day, spans in value.items():
+            if day not in WEEKDAYS:
+                raise ValueError(f"unknown weekday '{day}' (use {', '.join(WEEKDAYS)})")
+            parse_spans(spans)
+        return value
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        code = value.upper()
+        if code not in COUNTRY_LINES:
+            raise ValueError(
+                f"no built-in emergency number and crisis line for country '{value}' "
+                f"(known: {', '.join(sorted(COUNTRY_LINES))}); set emergency_number and crisis_line"
+            )
+        return code
 
     def facts(self, lang: str, default_lang: str) -> dict[str, str]:
         """The placeholder values for one language."""
@@ -88,13 +133,20 @@ class ClinicConfig(_Strict):
             "clinic_address": self.address,
             "opening_hours": self.opening_hours,
             "booking_url": self.booking_url,
-            "emergency_number": self.emergency_number,
-            "crisis_line": self.crisis_line,
+            "emergency_number": self.emergency(),
+            "crisis_line": self.crisis(),
             "price_list_url": self.price_list_url,
             "minimum_age": self.minimum_age,
-            "out_of_hours": self.out_of_hours or self.emergency_number,
+            "out_of_hours": self.out_of_hours or self.emergency(),
         }
         return {key: _localised(value, lang, default_lang) for key, value in fields.items()}
+
+
+    def emergency(self) -> LocalisedText:
+        return self.emergency_number if self.emergency_number is not None else COUNTRY_LINES[self.country][0]
+
+    def crisis(self) -> LocalisedText:
+        return self.crisis_line if self.crisis_line is not None else COUNTRY_LINES[self.country][1]
 
 
 def _localised(value: LocalisedText, lang: str, default_lang: str) -> str:
@@ -105,7 +157,7 @@ def _localised(value: LocalisedText, lang: str, default_lang: str) -> str:
 
 class WebhookConfig(_Strict):
     url: str | None = None  # public HTTPS URL Telegram posts to; unset = long polling
-    listen: str = "0.0.0.0"
+    listen: str = "127.0.0.1"  # behind a reverse proxy that terminates HTTPS; 0.0.0.0 only on purpose
     port: int = 8443
     path: str = "telegram"
     secret_token: OptionalSecret = None
@@ -120,10 +172,6 @@ class TelegramConfig(_Strict):
     poll_timeout: int = Field(default=30, ge=0)
     max_messages_per_second: float = Field(default=0, ge=0)
     webhook: WebhookConfig = WebhookConfig()
-
-
-class MatchingConfig(_Strict):
-    answer_threshold: float = Field(default=0.0, ge=-5, le=5)
 
 
 class Config(_Strict):
@@ -159,6 +207,10 @@ class Config(_Strict):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def hours(self) -> OpeningHours:
+        return opening_hours(self.zone, self.clinic.hours, self.clinic.closed_on)
 
     def facts(self, lang: str) -> dict[str, str]:
         return self.clinic.facts(lang, self.default_language)

@@ -16,9 +16,15 @@ import numpy as np
 from bot.config import Config, load_config
 from bot.core.content import Content, load_content
 from bot.core.conversation import Assistant
+from bot.core.dialogue import Dialogue
+from bot.core.invites import InviteCodec
 from bot.core.matcher import SemanticIndex, documents
 from bot.core.problems import InvalidContent, Problem, errors
+from bot.core.safety import classifier
+from bot.core.safety.classifier import Model, Report
+from bot.core.safety.training import training_set
 from bot.core.semantic import UseEncoder
+from bot.core.staff import StaffWriter
 
 CONFIG_ENV = "AFTERCARE_CONFIG"
 CACHE_ENV = "AFTERCARE_CACHE_DIR"
@@ -64,8 +70,52 @@ def load_assistant(explicit_config: str | None) -> tuple[Config, Assistant]:
     with ThreadPoolExecutor(max_workers=1) as pool:
         encoder = pool.submit(load_encoder)
         assistant = Assistant(content, facts, config.default_language)
-        assistant.matcher.attach(semantic_index(content, encoder.result()))
+        index = semantic_index(content, encoder.result())
+        assistant.matcher.attach(index)
+        model, _ = safety_model(content, index)
+        assistant.triage.attach(model, index.encoder)
     return config, assistant
+
+
+def safety_model(content: Content, index: SemanticIndex) -> tuple[Model, Report]:
+    """The triage classifier and its cross-validated figures, trained once per content and cached by its hash."""
+    data = training_set(content)
+    settings = (
+        classifier.ITERATIONS,
+        classifier.LEARNING_RATE,
+        classifier.L2,
+        classifier.FOLDS,
+        classifier.MAX_UNSURE_FALSE_ALARMS,
+        classifier.MAX_CERTAIN_FALSE_ALARMS,
+        classifier.FLOOR_UNSURE,
+        classifier.FLOOR_CERTAIN,
+        tuple(sorted(classifier.RECALL_TARGET.items())),
+    )
+    key = "\x1f".join(
+        [
+            UseEncoder.model_id(),
+            repr(settings),
+            *data.texts,
+            *map(str, data.labels.tolist()),
+            *map(str, data.groups.tolist()),
+        ]
+    )
+    path = cache_dir() / f"safety-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:24]}.pickle"
+    try:
+        with path.open("rb") as handle:
+            cached = pickle.load(handle)  # our own cache file, written below by this program
+        if isinstance(cached, tuple) and isinstance(cached[0], Model):
+            return cached[0], cached[1]
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, IndexError):
+        pass
+    known = {d.text: i for i, d in enumerate(documents(content))}
+    missing = sorted({t for t in data.texts if t not in known})
+    encoded = dict(zip(missing, index.encoder.encode(missing), strict=True)) if missing else {}
+    vectors = np.stack([index.vectors[known[t]] if t in known else encoded[t] for t in data.texts]).astype(np.float32)
+    model, report = classifier.fit(vectors, data)
+    _write_cache(path, lambda handle: pickle.dump((model, report), handle))
+    _forget_old(path.parent, "safety-*.pickle")
+    return model, report
 
 
 def load_encoder() -> UseEncoder:
@@ -121,15 +171,36 @@ def semantic_index(content: Content, encoder: UseEncoder | None = None) -> Seman
         pass
     vectors = encoder.encode(texts)
     _write_cache(path, lambda handle: np.save(handle, vectors))
-    _forget_old_vectors(path.parent)
+    _forget_old(path.parent, "vectors-*.npy")
     return SemanticIndex(encoder, vectors)
 
 
-def _forget_old_vectors(folder: Path, keep: int = KEEP_VECTOR_FILES) -> None:
-    """Each content edit leaves a vectors file behind; keep only the newest few."""
+def _forget_old(folder: Path, pattern: str, keep: int = KEEP_VECTOR_FILES) -> None:
+    """Each content edit leaves a cache file behind; keep only the newest few."""
     try:
-        files = sorted(folder.glob("vectors-*.npy"), key=lambda f: f.stat().st_mtime, reverse=True)
+        files = sorted(folder.glob(pattern), key=lambda f: f.stat().st_mtime, reverse=True)
         for stale in files[keep:]:
             stale.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def safety_figures(content: Content) -> Report:
+    """The classifier's cross-validated figures for `aftercare check` (trains it if the cache has none)."""
+    index = semantic_index(content, load_encoder())
+    return safety_model(content, index)[1]
+
+
+def build_dialogue(config: Config, assistant: Assistant) -> Dialogue:
+    """The dialogue with the clinic's staff texts, time zone, opening hours and invite secret."""
+    staff_lang = assistant.staff_lang
+    texts = assistant.pack(staff_lang).ui.staff
+    assert texts is not None  # `check` refuses content without staff texts
+    invites = InviteCodec(config.invite_secret.get_secret_value()) if config.invite_secret else None
+    return Dialogue(
+        assistant,
+        staff=StaffWriter(texts, assistant.facts(staff_lang)),
+        timezone=config.zone,
+        hours=config.hours,
+        invites=invites,
+    )

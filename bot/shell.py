@@ -1,30 +1,65 @@
-"""The terminal chat: the same conversation core as the Telegram bot, for trying content locally."""
+"""The terminal chat: a patient's conversation through the same dialogue core as the Telegram bot.
+
+Lines become `Inbound`s, the dialogue's turn is printed — the replies with numbered buttons, and
+what Telegram would do besides ("→ to the clinic team: 🚨 EMERGENCY …") as one readable line — and
+the patient's state is kept in memory, so `/stop`, `/forget`, a confirmation question and "talk to
+a person" behave as they do in Telegram.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TextIO
 
-from bot.core.conversation import Action, Assistant, Button, Kind, Reply
+from bot.config import Config
+from bot.core.conversation import Assistant, Button, Reply
+from bot.core.dialogue import (
+    RECENT_COUNT,
+    Channel,
+    CloseHandoff,
+    Dialogue,
+    Effect,
+    Forget,
+    Inbound,
+    KeepQuestion,
+    OpenHandoff,
+    PatientState,
+    Recent,
+    Remember,
+    ReplyTo,
+    Sender,
+    SetLanguage,
+    SetPending,
+    SetStopped,
+    ToPatient,
+    ToStaff,
+)
+from bot.runtime import build_dialogue
 
-HELP = """Commands: /topics  /contact  /lang XX  /help  /quit
-Type a number to press the button with that number."""
+CHAT_ID = 1  # the shell's one patient
+HELP = "Type a question, a number to press a button, /help, /topics, /contact, /language XX, /stop, /forget or /quit."
+Clock = Callable[[], datetime]
 
 
 class Shell:
-    """Reads lines, prints replies and numbered buttons; what Telegram would do with effects is printed."""
+    """Reads lines, prints turns, keeps the patient's state like the store would."""
 
-    def __init__(self, assistant: Assistant, lang: str, out: TextIO = sys.stdout) -> None:
-        self.assistant = assistant
-        self.lang = assistant.lang(lang)
+    def __init__(
+        self, dialogue: Dialogue, lang: str, out: TextIO = sys.stdout, clock: Clock = lambda: datetime.now(UTC)
+    ) -> None:
+        self.dialogue = dialogue
+        self.assistant: Assistant = dialogue.assistant
         self.out = out
+        self.clock = clock
+        self.state = PatientState(CHAT_ID, self.assistant.lang(lang))
         self.buttons: list[Button] = []
+        self.last_text: str | None = None  # the patient's message the last replies answered
 
     def start(self) -> None:
-        self.show(
-            Reply(self.assistant.text(self.lang, "welcome"), Kind.INFO, self.lang, self.assistant.main_menu(self.lang))
-        )
+        self.play(self._inbound(command="start"))
         self.out.write(f"[{HELP}]\n")
 
     def handle(self, line: str) -> bool:
@@ -33,57 +68,74 @@ class Shell:
         if line in {"/quit", "/exit"}:
             return False
         if line.isdigit() and 1 <= int(line) <= len(self.buttons):
-            self.press(self.buttons[int(line) - 1].action)
+            button = self.buttons[int(line) - 1]
+            reply_to = ReplyTo(0, self.last_text, True) if self.last_text else None
+            self.play(self._inbound(pressed=True, callback=button.callback, reply_to=reply_to))
             return True
-        command, _, argument = line.partition(" ")
-        handlers: dict[str, Callable[[], None]] = {
-            "/start": self.start,
-            "/help": lambda: self.show(Reply(self.assistant.text(self.lang, "help"), Kind.INFO, self.lang)),
-            "/topics": lambda: self.show(self.assistant.menu(self.lang)),
-            "/contact": lambda: self.show(self.assistant.contact(self.lang)),
-            "/lang": lambda: self.set_language(argument),
-            "/language": lambda: self.set_language(argument),
-        }
-        if command in handlers:
-            handlers[command]()
+        if line.startswith("/"):
+            command, _, argument = line[1:].partition(" ")
+            name = {"lang": "language"}.get(command.lower(), command.lower())
+            self.play(self._inbound(command=name, argument=argument.strip()))
             return True
-        self.show(self.assistant.answer(line, self.lang))
+        self.last_text = line
+        self.play(self._inbound(text=line))
         return True
 
-    def set_language(self, code: str) -> None:
-        if not code:
-            self.show(self.assistant.language_menu(self.lang))
-            return
-        self.lang = self.assistant.lang(code)
-        name = self.assistant.pack(self.lang).ui.language_name
-        self.show(Reply(self.assistant.text(self.lang, "language_set", language=name), Kind.INFO, self.lang))
+    def _inbound(self, **fields: object) -> Inbound:
+        sender = Sender(CHAT_ID, "you (terminal)", self.state.lang)
+        return Inbound(Channel.PRIVATE, CHAT_ID, sender, self.clock(), **fields)  # type: ignore[arg-type]
 
-    def press(self, action: str) -> None:
-        if action.startswith(Action.LANGUAGE):
-            self.set_language(action.removeprefix(Action.LANGUAGE))
-            return
-        reply = self.assistant.press(action, self.lang)
-        if reply is not None:
+    def play(self, inbound: Inbound) -> None:
+        turn = self.dialogue.handle(inbound, self.state)
+        for reply in turn.replies:
             self.show(reply)
-        elif action.startswith(Action.FEEDBACK):
-            key = "feedback_thanks" if action.startswith(Action.FEEDBACK + "1") else "feedback_sorry"
-            self.show(Reply(self.assistant.text(self.lang, key), Kind.INFO, self.lang))
-        elif action == Action.HANDOFF:
-            self.show(Reply(self.assistant.text(self.lang, "handoff_prompt"), Kind.INFO, self.lang))
-            self.out.write("  (in Telegram, your next message would go to the clinic's staff chat)\n")
+        for effect in turn.effects:
+            self._perform(effect, inbound)
+        self.out.flush()
+
+    def _perform(self, effect: Effect, inbound: Inbound) -> None:
+        s = self.state
+        match effect:
+            case SetLanguage(lang=lang):
+                self.state = replace(s, lang=lang)
+            case SetStopped(stopped=stopped):
+                self.state = replace(s, stopped=stopped)
+            case OpenHandoff():
+                if not s.in_handoff:
+                    self.state = replace(s, in_handoff=True)
+                    self.out.write("  (in Telegram, your next messages go to the clinic team until they close it)\n")
+            case CloseHandoff():
+                self.state = replace(s, in_handoff=False)
+            case Remember(text=text):
+                self.state = replace(s, recent=(*s.recent, Recent(text, inbound.at))[-RECENT_COUNT:])
+            case SetPending(pending=pending):
+                self.state = replace(s, pending=pending)
+            case Forget():
+                self.state = PatientState(CHAT_ID, s.lang)
+                self.out.write("  (everything stored about you was deleted)\n")
+            case ToStaff(text=text):
+                self.out.write(f"  → to the clinic team: {_one_line(text)}\n")
+            case ToPatient(text=text):
+                self.out.write(f"  → to the patient: {_one_line(text)}\n")
+            case KeepQuestion(reason=reason):
+                self.out.write(f"  (kept for the curators: {reason})\n")
 
     def show(self, reply: Reply) -> None:
         self.out.write("\n" + reply.text + "\n")
         self.buttons = [button for row in reply.buttons for button in row]
         for number, button in enumerate(self.buttons, 1):
             self.out.write(f"  [{number}] {button.label}\n")
-        for effect in reply.effects:
-            self.out.write(f"  (staff/curators: {effect})\n")
-        self.out.flush()
 
 
-def run_shell(assistant: Assistant, lang: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    shell = Shell(assistant, lang, out)
+def _one_line(text: str, limit: int = 160) -> str:
+    flat = " · ".join(part.strip() for part in text.splitlines() if part.strip())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def run_shell(
+    config: Config, assistant: Assistant, lang: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
+) -> int:
+    shell = Shell(build_dialogue(config, assistant), lang, out)
     shell.start()
     interactive = stdin.isatty()
     while True:

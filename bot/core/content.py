@@ -6,10 +6,10 @@ problem is collected (not just the first) and reported as `file:line: message`.
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +44,10 @@ CLINIC_PLACEHOLDERS = frozenset(
     }
 )
 # Interface texts that take a value besides the clinic facts.
-EXTRA_PLACEHOLDERS: dict[str, frozenset[str]] = {"language_set": frozenset({"language"})}
+EXTRA_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "language_set": frozenset({"language"}),
+    "language_unknown": frozenset({"languages"}),
+}
 
 
 class _Strict(BaseModel):
@@ -108,6 +111,10 @@ class Buttons(_Strict):
     back: str
     forget_yes: str
     cancel: str
+    confirm_yes: str
+    confirm_no: str
+    crisis_not_safe: str
+    crisis_safe: str
 
 
 class Commands(_Strict):
@@ -120,13 +127,22 @@ class Commands(_Strict):
     forget: str
 
 
+class Answers(_Strict):
+    """Words that answer a yes/no question in this language ("yes", "yeah", "no, just asking")."""
+
+    yes: tuple[str, ...] = Field(min_length=1)
+    no: tuple[str, ...] = Field(min_length=1)
+
+
 class StaffTexts(_Strict):
     """Texts for the clinic's staff chat; needed in the staff's language only."""
 
     level_emergency: str
     level_urgent: str
     level_crisis: str
+    level_possible_crisis: str
     alert: str
+    alert_confirmed: str
     handoff: str
     relay: str
     close_button: str
@@ -134,12 +150,14 @@ class StaffTexts(_Strict):
     delivered: str
     not_delivered: str
     not_linked: str
+    not_delivered_reason: str
+    delivery_failed: str
     stats: str
 
 
 STAFF_PLACEHOLDERS = frozenset(
-    {"level", "patient", "language", "time", "message"}
-    | {"patients", "answered", "fallbacks", "helpful", "unhelpful", "escalations"}
+    {"level", "patient", "language", "time", "message", "reason", "context"}
+    | {"patients", "answered", "fallbacks", "helpful", "unhelpful", "escalations", "failed"}
 )
 
 
@@ -148,22 +166,28 @@ class UiTexts(_Strict):
     welcome: str
     help: str
     fallback: str
+    fallback_closed: str
     greeting_reply: str
     thanks_reply: str
     did_you_mean: str
     safety_emergency: str
     safety_urgent: str
+    safety_urgent_closed: str
     safety_crisis: str
+    confirm_danger: str
+    confirm_crisis: str
+    crisis_safe_reply: str
     contact: str
-    feedback_prompt: str
     feedback_thanks: str
     feedback_sorry: str
-    related_title: str
     topics_title: str
     language_prompt: str
     language_set: str
+    language_unknown: str
     handoff_prompt: str
     handoff_started: str
+    handoff_started_closed: str
+    handoff_already_open: str
     handoff_closed: str
     staff_reply_prefix: str
     stopped: str
@@ -176,7 +200,9 @@ class UiTexts(_Strict):
     invite_invalid: str
     not_allowed: str
     error_generic: str
+    old_button: str
     buttons: Buttons
+    answers: Answers
     categories: dict[str, str]
     commands: Commands
     staff: StaffTexts | None = None
@@ -186,6 +212,49 @@ class UiTexts(_Strict):
         for name, value in self:
             if isinstance(value, str) and name != "language_name":
                 yield name, value
+
+
+class Text(StrEnum):
+    """Typed keys of the interface texts (`UiTexts`), so a misspelt key is a type error, not a crash."""
+
+    WELCOME = "welcome"
+    HELP = "help"
+    FALLBACK = "fallback"
+    FALLBACK_CLOSED = "fallback_closed"
+    GREETING_REPLY = "greeting_reply"
+    THANKS_REPLY = "thanks_reply"
+    DID_YOU_MEAN = "did_you_mean"
+    SAFETY_EMERGENCY = "safety_emergency"
+    SAFETY_URGENT = "safety_urgent"
+    SAFETY_URGENT_CLOSED = "safety_urgent_closed"
+    SAFETY_CRISIS = "safety_crisis"
+    CONFIRM_DANGER = "confirm_danger"
+    CONFIRM_CRISIS = "confirm_crisis"
+    CRISIS_SAFE_REPLY = "crisis_safe_reply"
+    CONTACT = "contact"
+    FEEDBACK_THANKS = "feedback_thanks"
+    FEEDBACK_SORRY = "feedback_sorry"
+    TOPICS_TITLE = "topics_title"
+    LANGUAGE_PROMPT = "language_prompt"
+    LANGUAGE_SET = "language_set"
+    LANGUAGE_UNKNOWN = "language_unknown"
+    HANDOFF_PROMPT = "handoff_prompt"
+    HANDOFF_STARTED = "handoff_started"
+    HANDOFF_STARTED_CLOSED = "handoff_started_closed"
+    HANDOFF_ALREADY_OPEN = "handoff_already_open"
+    HANDOFF_CLOSED = "handoff_closed"
+    STAFF_REPLY_PREFIX = "staff_reply_prefix"
+    STOPPED = "stopped"
+    FORGET_CONFIRM = "forget_confirm"
+    FORGET_DONE = "forget_done"
+    FORGET_CANCELLED = "forget_cancelled"
+    UNSUPPORTED_MESSAGE = "unsupported_message"
+    MESSAGE_TOO_LONG = "message_too_long"
+    EMPTY_MESSAGE = "empty_message"
+    INVITE_INVALID = "invite_invalid"
+    NOT_ALLOWED = "not_allowed"
+    ERROR_GENERIC = "error_generic"
+    OLD_BUTTON = "old_button"
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,23 @@
-"""The conversation core: a patient's message (or button press) in, a reply out.
+"""What the bot says to a message: triage first, then the FAQ; and the menus, topics and safety texts.
 
-It decides what to say and which side effects the edge must perform (alert staff,
-record feedback, keep a question for curators); it sends nothing and stores nothing.
-The terminal shell and the Telegram bot both talk to patients through this module.
+The Assistant decides the words and the buttons; the dialogue (`dialogue.py`) decides what
+happens around them (staff alerts, handoffs, stored state). It sends and stores nothing, so the
+terminal shell, `aftercare ask` and the Telegram bot all answer through it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from bot.core.content import Content, LanguagePack, fill
+from bot.core import callbacks as cb
+from bot.core.content import Content, LanguagePack, Text, fill
 from bot.core.facts import values as fact_values
 from bot.core.matcher import Matcher, MatchResult, Outcome, SemanticIndex
-from bot.core.triage import Level, Triage
+from bot.core.safety.model import Level
+from bot.core.safety.triage import Assessment, Triage
+from bot.core.safety.triage import Outcome as TriageOutcome
 
 # Matching looks at the beginning of very long messages; triage reads all of it.
 MATCH_CHARS = 600
@@ -23,9 +27,10 @@ TOPICS_PER_PAGE = 6
 
 class Kind(StrEnum):
     ANSWER = "answer"
-    UNSURE = "unsure"
+    UNSURE = "unsure"  # "did you mean ...?"
     FALLBACK = "fallback"
-    TRIAGE = "triage"
+    SAFETY = "safety"  # a danger sign: the safety message
+    CONFIRM = "confirm"  # maybe a danger sign: a confirmation question
     GREETING = "greeting"
     THANKS = "thanks"
     EMPTY = "empty"
@@ -36,38 +41,10 @@ class Kind(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Button:
     label: str
-    action: str  # callback data, at most 64 bytes; see `Action`
+    callback: cb.Callback
 
 
-class Action:
-    """Callback data of buttons: short prefixes keep every payload inside Telegram's 64 bytes."""
-
-    TOPIC = "t:"  # t:<topic id>
-    CATEGORY = "c:"  # c:<category>:<page>
-    MENU = "m"
-    FEEDBACK = "f:"  # f:<1|0>:<topic id>
-    HANDOFF = "h"
-    LANGUAGE = "l:"  # l:<lang>
-    LANGUAGE_MENU = "lm"
-    CONTACT = "ct"
-    FORGET_YES = "x:y"
-    FORGET_NO = "x:n"
-
-
-@dataclass(frozen=True, slots=True)
-class AlertStaff:
-    level: Level
-    excerpt: str
-
-
-@dataclass(frozen=True, slots=True)
-class KeepQuestion:
-    """A question the content could not answer well, kept (without the patient's name) for curators."""
-
-    reason: str  # "fallback" | "unsure" | "unhelpful"
-
-
-Effect = AlertStaff | KeepQuestion
+Keyboard = tuple[tuple[Button, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -75,12 +52,22 @@ class Reply:
     text: str
     kind: Kind
     lang: str
-    buttons: tuple[tuple[Button, ...], ...] = ()
+    buttons: Keyboard = ()
     topic: str | None = None
-    triage: Level | None = None
     score: float = 0.0
     candidates: tuple[str, ...] = ()
-    effects: tuple[Effect, ...] = field(default_factory=tuple)
+    assessment: Assessment | None = None  # set on SAFETY and CONFIRM replies
+
+    @property
+    def level(self) -> Level | None:
+        return self.assessment.level if self.assessment else None
+
+
+_SAFETY_TEXT = {
+    Level.EMERGENCY: Text.SAFETY_EMERGENCY,
+    Level.URGENT: Text.SAFETY_URGENT,
+    Level.CRISIS: Text.SAFETY_CRISIS,
+}
 
 
 class Assistant:
@@ -89,7 +76,7 @@ class Assistant:
     def __init__(
         self,
         content: Content,
-        facts: dict[str, dict[str, str]],
+        facts: Mapping[str, Mapping[str, str]],
         default_lang: str,
         semantic: SemanticIndex | None = None,
     ) -> None:
@@ -114,95 +101,99 @@ class Assistant:
         code = (candidate or "").split("-")[0].lower()
         return code if code in self.content.packs else self.default_lang
 
+    def supports(self, candidate: str) -> bool:
+        return candidate.split("-")[0].lower() in self.content.packs
+
     def pack(self, lang: str) -> LanguagePack:
         return self.content.packs[self.lang(lang)]
 
-    def text(self, lang: str, key: str, **extra: str) -> str:
+    def facts(self, lang: str) -> dict[str, str]:
+        return dict(self._facts[self.lang(lang)])
+
+    def text(self, lang: str, key: Text, **extra: str) -> str:
         pack = self.pack(lang)
-        return fill(getattr(pack.ui, key), self._facts[pack.lang] | extra)
+        template: str = getattr(pack.ui, key.value)
+        return fill(template, self._facts[pack.lang] | extra)
+
+    def info(self, lang: str, key: Text, buttons: Keyboard = (), **extra: str) -> Reply:
+        return Reply(self.text(lang, key, **extra), Kind.INFO, self.lang(lang), buttons)
 
     def title(self, lang: str, topic: str) -> str:
         entry = self.pack(lang).entry(topic)
         return entry.title if entry else topic
 
-    def main_menu(self, lang: str) -> tuple[tuple[Button, ...], ...]:
+    def main_menu(self, lang: str) -> Keyboard:
         b = self.pack(lang).ui.buttons
         return (
-            (Button(b.topics, Action.MENU),),
-            (Button(b.contact, Action.CONTACT), Button(b.language, Action.LANGUAGE_MENU)),
+            (Button(b.topics, cb.Menu()),),
+            (Button(b.contact, cb.Contact()), Button(b.language, cb.LanguageMenu())),
         )
 
+    def language_names(self) -> str:
+        return ", ".join(f"{p.ui.language_name} ({code})" for code, p in self.content.packs.items())
+
     # -- messages ------------------------------------------------------------------------------
-    def answer(self, message: str, lang_hint: str) -> Reply:
-        """Triage first, then the FAQ; the reply says what happened so the edge can act on it."""
+    def answer(self, message: str, lang_hint: str, *, recent: Sequence[str] = (), clinic_open: bool = True) -> Reply:
+        """Triage first, then the FAQ; the reply says what happened so the dialogue can act on it."""
         lang = self.lang(lang_hint)
         text = message.strip()
         if not text:
-            return Reply(self.text(lang, "empty_message"), Kind.EMPTY, lang)
+            return Reply(self.text(lang, Text.EMPTY_MESSAGE), Kind.EMPTY, lang)
         written_in = self.matcher.language_of(text[:MATCH_CHARS], lang)
-        verdict = self.triage.assess(text, written_in)
-        if verdict.level is not None:
-            return self._safety(verdict.level, verdict.excerpt, written_in)
+        assessment = self.triage.assess(text, written_in, recent)
+        if assessment.outcome is TriageOutcome.CERTAIN and assessment.level is not None:
+            return self.safety(assessment, written_in, clinic_open=clinic_open)
+        if assessment.outcome is TriageOutcome.UNSURE and assessment.level is not None:
+            return self.confirmation(assessment, written_in)
+        return self.faq(text, lang, written_in, clinic_open=clinic_open)
+
+    def faq(self, message: str, lang_hint: str, written_in: str | None = None, *, clinic_open: bool = True) -> Reply:
+        """The FAQ path alone: an answer, "did you mean", small talk or the honest fallback."""
+        text = message.strip()
+        lang = self.lang(lang_hint)
         match = self.matcher.match(text[:MATCH_CHARS], lang, written_in)
-        reply = self._reply_for(match)
+        reply = self._reply_for(match, clinic_open)
         if len(text) > LONG_MESSAGE and reply.kind in {Kind.ANSWER, Kind.UNSURE, Kind.FALLBACK}:
-            note = self.text(reply.lang, "message_too_long")
-            reply = Reply(
-                note + "\n\n" + reply.text,
-                reply.kind,
-                reply.lang,
-                reply.buttons,
-                reply.topic,
-                None,
-                reply.score,
-                reply.candidates,
-                reply.effects,
-            )
+            reply = replace(reply, text=self.text(reply.lang, Text.MESSAGE_TOO_LONG) + "\n\n" + reply.text)
         return reply
 
-    def _safety(self, level: Level, excerpt: str, lang: str) -> Reply:
-        key = {Level.EMERGENCY: "safety_emergency", Level.URGENT: "safety_urgent", Level.CRISIS: "safety_crisis"}
-        buttons = ((Button(self.pack(lang).ui.buttons.talk_to_person, Action.HANDOFF),),)
-        return Reply(
-            self.text(lang, key[level]), Kind.TRIAGE, lang, buttons, triage=level, effects=(AlertStaff(level, excerpt),)
-        )
+    def safety(self, assessment: Assessment, lang: str, *, clinic_open: bool = True) -> Reply:
+        """The safety message of a level, with "Talk to a person"."""
+        level = assessment.level or Level.URGENT
+        key = Text.SAFETY_URGENT_CLOSED if level is Level.URGENT and not clinic_open else _SAFETY_TEXT[level]
+        buttons = ((Button(self.pack(lang).ui.buttons.talk_to_person, cb.Handoff()),),)
+        return Reply(self.text(lang, key), Kind.SAFETY, self.lang(lang), buttons, assessment=assessment)
 
-    def _reply_for(self, match: MatchResult) -> Reply:
+    def confirmation(self, assessment: Assessment, lang: str) -> Reply:
+        """The short question triage asks when it is not sure: always with the emergency number or crisis line."""
+        b = self.pack(lang).ui.buttons
+        if assessment.level is Level.CRISIS:
+            key = Text.CONFIRM_CRISIS
+            buttons = ((Button(b.crisis_not_safe, cb.Confirm(True)), Button(b.crisis_safe, cb.Confirm(False))),)
+        else:
+            key = Text.CONFIRM_DANGER
+            buttons = ((Button(b.confirm_yes, cb.Confirm(True)), Button(b.confirm_no, cb.Confirm(False))),)
+        return Reply(self.text(lang, key), Kind.CONFIRM, self.lang(lang), buttons, assessment=assessment)
+
+    def _reply_for(self, match: MatchResult, clinic_open: bool) -> Reply:
         lang = match.lang
         b = self.pack(lang).ui.buttons
         if match.outcome is Outcome.GREETING:
-            return Reply(self.text(lang, "greeting_reply"), Kind.GREETING, lang, self.main_menu(lang))
+            return Reply(self.text(lang, Text.GREETING_REPLY), Kind.GREETING, lang, self.main_menu(lang))
         if match.outcome is Outcome.THANKS:
-            return Reply(self.text(lang, "thanks_reply"), Kind.THANKS, lang)
+            return Reply(self.text(lang, Text.THANKS_REPLY), Kind.THANKS, lang)
         if match.outcome is Outcome.ANSWER and match.topic is not None:
             reply = self.topic_reply(match.topic, lang)
-            return Reply(reply.text, Kind.ANSWER, lang, reply.buttons, match.topic, None, match.score, match.candidates)
+            return replace(reply, score=match.score, candidates=match.candidates)
         if match.outcome is Outcome.UNSURE:
-            rows = tuple((Button(self.title(lang, t), Action.TOPIC + t),) for t in match.candidates)
-            rows += ((Button(b.ask_clinic, Action.HANDOFF),),)
+            rows = tuple((Button(self.title(lang, t), cb.Topic(t)),) for t in match.candidates)
+            rows += ((Button(b.ask_clinic, cb.Handoff()),),)
             return Reply(
-                self.text(lang, "did_you_mean"),
-                Kind.UNSURE,
-                lang,
-                rows,
-                None,
-                None,
-                match.score,
-                match.candidates,
-                (KeepQuestion("unsure"),),
+                self.text(lang, Text.DID_YOU_MEAN), Kind.UNSURE, lang, rows, None, match.score, match.candidates
             )
-        rows = ((Button(b.talk_to_person, Action.HANDOFF),), (Button(b.topics, Action.MENU),))
-        return Reply(
-            self.text(lang, "fallback"),
-            Kind.FALLBACK,
-            lang,
-            rows,
-            None,
-            None,
-            match.score,
-            match.candidates,
-            (KeepQuestion("fallback"),),
-        )
+        rows = ((Button(b.ask_clinic, cb.Handoff()),), (Button(b.topics, cb.Menu()),))
+        key = Text.FALLBACK if clinic_open else Text.FALLBACK_CLOSED
+        return Reply(self.text(lang, key), Kind.FALLBACK, lang, rows, None, match.score, match.candidates)
 
     def topic_reply(self, topic: str, lang: str) -> Reply:
         """A topic's answer with feedback and related-topic buttons (also what a topic button shows)."""
@@ -212,20 +203,18 @@ class Assistant:
             return self.menu(lang)
         b = pack.ui.buttons
         rows: list[tuple[Button, ...]] = [
-            (Button(b.helpful_yes, f"{Action.FEEDBACK}1:{topic}"), Button(b.helpful_no, f"{Action.FEEDBACK}0:{topic}"))
+            (Button(b.helpful_yes, cb.Feedback(topic, True)), Button(b.helpful_no, cb.Feedback(topic, False)))
         ]
         meta = self.content.topics.topics.get(topic)
         for related in meta.related if meta else ():
-            rows.append((Button(self.title(lang, related), Action.TOPIC + related),))
+            rows.append((Button(self.title(lang, related), cb.Topic(related)),))
         return Reply(fill(entry.answer, self._facts[pack.lang]), Kind.ANSWER, pack.lang, tuple(rows), topic)
 
     # -- menus ---------------------------------------------------------------------------------
     def menu(self, lang: str) -> Reply:
         pack = self.pack(lang)
-        rows = tuple(
-            (Button(pack.ui.categories[c], f"{Action.CATEGORY}{c}:0"),) for c in self.content.topics.categories
-        )
-        return Reply(self.text(lang, "topics_title"), Kind.MENU, pack.lang, rows)
+        rows = tuple((Button(pack.ui.categories[c], cb.Category(c)),) for c in self.content.topics.categories)
+        return Reply(self.text(lang, Text.TOPICS_TITLE), Kind.MENU, pack.lang, rows)
 
     def category(self, category: str, page: int, lang: str) -> Reply:
         pack = self.pack(lang)
@@ -235,34 +224,34 @@ class Assistant:
         pages = max(1, -(-len(topics) // TOPICS_PER_PAGE))
         page = min(max(page, 0), pages - 1)
         shown = topics[page * TOPICS_PER_PAGE : (page + 1) * TOPICS_PER_PAGE]
-        rows: list[tuple[Button, ...]] = [(Button(self.title(lang, t), Action.TOPIC + t),) for t in shown]
-        nav: list[Button] = [Button(pack.ui.buttons.back, Action.MENU)]
+        rows: list[tuple[Button, ...]] = [(Button(self.title(lang, t), cb.Topic(t)),) for t in shown]
+        nav: list[Button] = [Button(pack.ui.buttons.back, cb.Menu())]
         if page + 1 < pages:
-            nav.append(Button(pack.ui.buttons.more, f"{Action.CATEGORY}{category}:{page + 1}"))
+            nav.append(Button(pack.ui.buttons.more, cb.Category(category, page + 1)))
         rows.append(tuple(nav))
         return Reply(pack.ui.categories.get(category, category), Kind.MENU, pack.lang, tuple(rows))
 
     def language_menu(self, lang: str) -> Reply:
-        rows = tuple((Button(p.ui.language_name, Action.LANGUAGE + code),) for code, p in self.content.packs.items())
-        return Reply(self.text(lang, "language_prompt"), Kind.MENU, self.lang(lang), rows)
+        rows = tuple((Button(p.ui.language_name, cb.SetLanguage(code)),) for code, p in self.content.packs.items())
+        return Reply(self.text(lang, Text.LANGUAGE_PROMPT), Kind.MENU, self.lang(lang), rows)
 
     def contact(self, lang: str) -> Reply:
         b = self.pack(lang).ui.buttons
         return Reply(
-            self.text(lang, "contact"), Kind.INFO, self.lang(lang), ((Button(b.talk_to_person, Action.HANDOFF),),)
+            self.text(lang, Text.CONTACT), Kind.INFO, self.lang(lang), ((Button(b.talk_to_person, cb.Handoff()),),)
         )
 
-    def press(self, action: str, lang: str) -> Reply | None:
-        """The reply to a navigation button; None for actions the edge handles (feedback, handoff, ...)."""
-        if action == Action.MENU:
-            return self.menu(lang)
-        if action == Action.CONTACT:
-            return self.contact(lang)
-        if action == Action.LANGUAGE_MENU:
-            return self.language_menu(lang)
-        if action.startswith(Action.TOPIC):
-            return self.topic_reply(action.removeprefix(Action.TOPIC), lang)
-        if action.startswith(Action.CATEGORY):
-            category, _, page = action.removeprefix(Action.CATEGORY).partition(":")
-            return self.category(category, int(page) if page.isdigit() else 0, lang)
+    def navigate(self, callback: cb.Callback, lang: str) -> Reply | None:
+        """The reply to a navigation button; None for buttons the dialogue handles (feedback, handoff, ...)."""
+        match callback:
+            case cb.Menu():
+                return self.menu(lang)
+            case cb.Contact():
+                return self.contact(lang)
+            case cb.LanguageMenu():
+                return self.language_menu(lang)
+            case cb.Topic(topic=topic):
+                return self.topic_reply(topic, lang)
+            case cb.Category(category=category, page=page):
+                return self.category(category, page, lang)
         return None

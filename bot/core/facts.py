@@ -26,8 +26,18 @@ _VALUE = re.compile(r"^(\d+)(?:-(\d+))?(mo|m|h|d|w)$")
 UNIT_WORDS: dict[str, dict[str, str]] = {
     "en": {"minute": "m", "min": "m", "hour": "h", "hr": "h", "day": "d", "week": "w", "month": "mo"},
     "it": {"minut": "m", "or": "h", "giorn": "d", "settiman": "w", "mes": "mo"},
-    "pl": {"minut": "m", "godzin": "h", "dni": "d", "dzien": "d", "doba": "d", "dob": "d", "tydzien": "w",
-           "tygodni": "w", "miesiac": "mo", "miesiec": "mo"},
+    "pl": {
+        "minut": "m",
+        "godzin": "h",
+        "dni": "d",
+        "dzien": "d",
+        "doba": "d",
+        "dob": "d",
+        "tydzien": "w",
+        "tygodni": "w",
+        "miesiac": "mo",
+        "miesiec": "mo",
+    },
     "es": {"minuto": "m", "hora": "h", "dia": "d", "semana": "w", "mes": "mo"},
 }
 _NUMBER = r"(\d+)(?:\s*(?:-|–|—|to|a|al|do|o|or|i|e|y|and)\s*(\d+))?"

@@ -1,16 +1,16 @@
-"""What the clinic's staff chat is told: alerts, handoffs, relays and statistics, as text from content."""
+"""What the clinic's staff chat is told: alerts, handoffs, relays, delivery failures and statistics."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from bot.core.content import StaffTexts, fill
-from bot.core.triage import Level
+from bot.core.safety.model import Level
 
-# A patient's message quoted in the staff chat is cut here; the full text is in the patient's chat.
-QUOTE_LIMIT = 3000
+# A patient's message quoted in the staff chat is cut here; the part that raised an alert is always quoted.
+QUOTE_LIMIT = 1500
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,7 @@ class StaffFigures:
     helpful: int
     unhelpful: int
     escalations: int
+    failed: int = 0
 
 
 class StaffWriter:
@@ -33,30 +34,55 @@ class StaffWriter:
     def _fill(self, template: str, **values: str) -> str:
         return fill(template, self.facts | values)
 
-    def alert(self, level: Level, patient: str, language: str, at: datetime, message: str) -> str:
-        label = getattr(self.texts, f"level_{level.value}")
+    def alert(
+        self,
+        level: Level,
+        patient: str,
+        language: str,
+        at: datetime,
+        message: str,
+        *,
+        possible: bool = False,
+        confirmed: bool = False,
+        trigger: str = "",
+    ) -> str:
+        """A danger alert; `trigger` is the part that raised it, quoted even when the message is long."""
+        label = self.texts.level_possible_crisis if possible else getattr(self.texts, f"level_{level.value}")
+        template = self.texts.alert_confirmed if confirmed else self.texts.alert
         return self._fill(
-            self.texts.alert,
+            template,
             level=label,
             patient=patient,
             language=language,
             time=f"{at:%Y-%m-%d %H:%M %Z}",
-            message=_quote(message),
+            message=quote(message, trigger),
         )
 
     def handoff(self, patient: str, language: str, message: str) -> str:
-        return self._fill(self.texts.handoff, patient=patient, language=language, message=_quote(message))
+        return self._fill(self.texts.handoff, patient=patient, language=language, message=quote(message))
 
     def relay(self, patient: str, message: str) -> str:
-        return self._fill(self.texts.relay, patient=patient, message=_quote(message))
+        return self._fill(self.texts.relay, patient=patient, message=quote(message))
 
     def closed(self, patient: str) -> str:
         return self._fill(self.texts.closed, patient=patient)
 
+    def not_delivered(self, reason: str) -> str:
+        return self._fill(self.texts.not_delivered_reason, reason=reason)
+
+    def delivery_failed(self, patient: str, reason: str, context: str) -> str:
+        return self._fill(self.texts.delivery_failed, patient=patient, reason=reason, context=quote(context))
+
     def stats(self, figures: StaffFigures) -> str:
-        values = {name: str(getattr(figures, name)) for name in figures.__slots__}
+        values = {f.name: str(getattr(figures, f.name)) for f in fields(figures)}
         return self._fill(self.texts.stats, **values)
 
 
-def _quote(message: str) -> str:
-    return message if len(message) <= QUOTE_LIMIT else message[:QUOTE_LIMIT] + "…"
+def quote(message: str, trigger: str = "", limit: int = QUOTE_LIMIT) -> str:
+    """The message for the staff chat; a long one is cut, but never the part that raised the alert."""
+    if len(message) <= limit:
+        return message
+    if trigger and trigger in message and message.index(trigger) + len(trigger) > limit - 40:
+        head = message[: limit // 2].rstrip()
+        return f"{head} … {trigger.strip()} …"
+    return message[:limit].rstrip() + "…"

@@ -1,21 +1,59 @@
-"""The repository: every read and write the bot makes, each method one short transaction.
+"""The repository: every read and write the bot makes.
 
 Several bot processes may share the database, so anything that must happen once (a new patient, an
-open handoff, a claimed update, a vote) is a single atomic statement backed by a database constraint,
-never a check followed by an insert.
+open handoff, a stored update, a queued message) is a single atomic statement backed by a database
+constraint, never a check followed by an insert. A patient's turn — the state the dialogue changed,
+the messages it queued and the update it answered — is committed in one transaction (`commit_turn`),
+so a crash leaves either all of it or none.
+
+Every method is synchronous and short; the bot calls them from worker threads, never on its event loop.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Engine, case, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import InstrumentedAttribute, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, sessionmaker
 
+from bot.core.dialogue import (
+    CloseHandoff,
+    Effect,
+    Forget,
+    KeepQuestion,
+    OpenHandoff,
+    PatientState,
+    Pending,
+    Recent,
+    RecordEscalation,
+    RecordEvent,
+    RecordFeedback,
+    Remember,
+    SetLanguage,
+    SetPending,
+    SetStopped,
+)
+from bot.core.safety.model import Level
 from bot.core.staff import StaffFigures
 from bot.store.schema import create_store_engine, migrate
 from bot.store.tables import (
@@ -26,8 +64,13 @@ from bot.store.tables import (
     EventRow,
     FeedbackRow,
     HandoffRow,
+    InboxRow,
     KeptQuestionRow,
+    OutboxRow,
     PatientRow,
+    PendingQuestionRow,
+    RecentMessageRow,
+    SendScopeRow,
     SettingRow,
     StaffMessageRow,
     UtcDateTime,
@@ -35,6 +78,10 @@ from bot.store.tables import (
 )
 
 FALLBACK_KINDS = ("fallback", "unsure")
+RECENT_KEPT = 3  # a patient's recent messages kept for triage's context
+RECENT_MAX_AGE = timedelta(hours=1)
+BOT_SCOPE = 0  # the send scope of the whole bot
+LEADER_LOCK = 0x61667470  # "aftp": any constant shared by every process of one bot
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +110,56 @@ class Handoff:
     last_activity_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StoredUpdate:
+    """An update from the inbox, claimed by this process until `lease_until`."""
+
+    id: int
+    update_id: int
+    chat_id: int
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to queue: `key` makes it idempotent; `payload` is what the sender needs (method, text...)."""
+
+    key: str
+    chat_id: int
+    priority: int
+    kind: str
+    payload: dict[str, Any]
+    not_before: datetime
+    patient: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A message claimed from the outbox for sending."""
+
+    id: int
+    key: str
+    chat_id: int
+    priority: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    uncertain: bool
+    patient: int | None
+    created_at: datetime
+    next_free: float  # the chat's pacing slot when it was claimed (epoch seconds; 0 = never paced)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxFigures:
+    pending: int
+    failed: int
+    oldest_pending: datetime | None
+
+
 # The figures of /stats are the core's value type; the store only counts them.
 Stats = StaffFigures
-
-
 Insert = postgresql.Insert | sqlite.Insert
 
 
@@ -97,17 +190,53 @@ class Store:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._dialect = engine.dialect.name
+        self._leader: Connection | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self._dialect
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     def close(self) -> None:
         """Closes pooled connections; the store must not be used afterwards."""
+        if self._leader is not None:
+            self._leader.close()
+            self._leader = None
         self._engine.dispose()
+
+    def lead(self) -> bool:
+        """True while this process is the one that talks to Telegram's getUpdates (one per bot).
+
+        On PostgreSQL a session-level advisory lock held on a connection of its own: when the process
+        dies, the server ends the session and another process takes over. SQLite has one process.
+        """
+        if self._dialect != "postgresql":
+            return True
+        try:
+            if self._leader is None:
+                self._leader = self._engine.connect()
+            held = self._leader.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK}).scalar()
+            self._leader.commit()
+            return bool(held)
+        except Exception:
+            if self._leader is not None:
+                self._leader.invalidate()
+                self._leader = None
+            raise
 
     def _insert(self, table: Any) -> Insert:
         # Upserts (ON CONFLICT) are dialect-specific statements; both dialects spell them the same way.
         return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
 
-    # Patients
+    def ping(self) -> None:
+        """A write that touches nothing: raises when the database cannot be written (locked, read-only, full)."""
+        with self._sessions.begin() as session:
+            session.execute(update(SettingRow).where(SettingRow.key == "").values(value=""))
 
+    # -- patients ------------------------------------------------------------------------------
     def get_patient(self, chat_id: int) -> Patient | None:
         """The patient's row, or None for a chat the bot has not seen (or that was forgotten)."""
         with self._sessions.begin() as session:
@@ -116,6 +245,10 @@ class Store:
 
     def touch_patient(self, chat_id: int, *, lang: str, at: datetime) -> Patient:
         """Registers a new patient with `lang`, or only notes that a known one was seen at `at`."""
+        with self._sessions.begin() as session:
+            return self._touch(session, chat_id, lang, at)
+
+    def _touch(self, session: Session, chat_id: int, lang: str, at: datetime) -> Patient:
         at = as_utc(at)
         statement = self._insert(PatientRow).values(
             chat_id=chat_id, lang=lang, stopped=False, created_at=at, last_seen_at=at
@@ -123,12 +256,14 @@ class Store:
         statement = statement.on_conflict_do_update(
             index_elements=[PatientRow.chat_id], set_={"last_seen_at": _later(PatientRow.last_seen_at, at)}
         )
-        with self._sessions.begin() as session:
-            row = session.execute(statement.returning(*_PATIENT_COLUMNS)).one()
-        return Patient(*row)
+        return Patient(*session.execute(statement.returning(*_PATIENT_COLUMNS)).one())
 
     def set_language(self, chat_id: int, lang: str, at: datetime) -> None:
         """Sets the patient's language, registering the patient if new."""
+        with self._sessions.begin() as session:
+            self._set_language(session, chat_id, lang, at)
+
+    def _set_language(self, session: Session, chat_id: int, lang: str, at: datetime) -> None:
         at = as_utc(at)
         statement = self._insert(PatientRow).values(
             chat_id=chat_id, lang=lang, stopped=False, created_at=at, last_seen_at=at
@@ -137,64 +272,176 @@ class Store:
             index_elements=[PatientRow.chat_id],
             set_={"lang": statement.excluded.lang, "last_seen_at": _later(PatientRow.last_seen_at, at)},
         )
-        with self._sessions.begin() as session:
-            session.execute(statement)
+        session.execute(statement)
 
     def set_stopped(self, chat_id: int, stopped: bool, at: datetime) -> bool:
         """Pauses or resumes messages to a known patient; False if the patient is unknown."""
-        at = as_utc(at)
+        with self._sessions.begin() as session:
+            return self._set_stopped(session, chat_id, stopped, at)
+
+    @staticmethod
+    def _set_stopped(session: Session, chat_id: int, stopped: bool, at: datetime) -> bool:
         statement = (
             update(PatientRow)
             .where(PatientRow.chat_id == chat_id)
-            .values(stopped=stopped, last_seen_at=_later(PatientRow.last_seen_at, at))
+            .values(stopped=stopped, last_seen_at=_later(PatientRow.last_seen_at, as_utc(at)))
         )
-        with self._sessions.begin() as session:
-            return _rowcount(session.execute(statement)) > 0
+        return _rowcount(session.execute(statement)) > 0
 
     def forget_patient(self, chat_id: int) -> int:
         """Deletes every row that refers to the patient, all or nothing; returns how many rows went."""
         with self._sessions.begin() as session:
-            return sum(
-                _rowcount(session.execute(delete(table).where(table.c.chat_id == chat_id))) for table in PATIENT_TABLES
-            )
+            return self._forget(session, chat_id)
+
+    @staticmethod
+    def _forget(session: Session, chat_id: int) -> int:
+        deleted = sum(
+            _rowcount(session.execute(delete(table).where(table.c.chat_id == chat_id))) for table in PATIENT_TABLES
+        )
+        # Messages to or about the patient, sent or not: their texts are the patient's data too.
+        deleted += _rowcount(
+            session.execute(delete(OutboxRow).where(or_(OutboxRow.chat_id == chat_id, OutboxRow.patient == chat_id)))
+        )
+        return deleted
 
     def count_rows_for(self, chat_id: int) -> int:
         """Rows in all tables that refer to the patient: zero after `forget_patient`."""
         with self._sessions.begin() as session:
-            return sum(
+            total = sum(
                 session.scalar(select(func.count()).select_from(table).where(table.c.chat_id == chat_id)) or 0
                 for table in PATIENT_TABLES
             )
+            total += (
+                session.scalar(
+                    select(func.count())
+                    .select_from(OutboxRow)
+                    .where(or_(OutboxRow.chat_id == chat_id, OutboxRow.patient == chat_id))
+                )
+                or 0
+            )
+        return total
 
-    # Statistics, feedback and questions for curators
-
-    def record_event(self, chat_id: int, kind: str, at: datetime, topic: str | None = None) -> None:
-        """Counts one reply of a kind ("answer", "fallback", "unsure", "triage", "greeting", ...) for `stats`."""
+    def patient_state(self, chat_id: int, *, lang: str, now: datetime, idle: timedelta) -> PatientState:
+        """What the dialogue needs to know about a patient chat; `lang` is used for a patient not seen yet."""
+        now = as_utc(now)
         with self._sessions.begin() as session:
-            session.add(EventRow(chat_id=chat_id, kind=kind, topic=topic, at=as_utc(at)))
+            patient = session.execute(select(*_PATIENT_COLUMNS).where(PatientRow.chat_id == chat_id)).one_or_none()
+            handoff = self._active_handoff(session, chat_id, now, idle)
+            recent = session.execute(
+                select(RecentMessageRow.text, RecentMessageRow.at)
+                .where(RecentMessageRow.chat_id == chat_id, RecentMessageRow.at >= now - RECENT_MAX_AGE)
+                .order_by(RecentMessageRow.at, RecentMessageRow.id)
+            ).all()
+            pending = session.execute(
+                select(PendingQuestionRow.level, PendingQuestionRow.text, PendingQuestionRow.at).where(
+                    PendingQuestionRow.chat_id == chat_id
+                )
+            ).one_or_none()
+        known = patient is not None
+        return PatientState(
+            chat_id=chat_id,
+            lang=patient.lang if patient is not None else lang,
+            known=known,
+            stopped=bool(patient.stopped) if patient is not None else False,
+            in_handoff=handoff is not None,
+            recent=tuple(Recent(text, at) for text, at in recent),
+            pending=Pending(Level(pending.level), pending.text, pending.at) if pending is not None else None,
+        )
 
-    def record_feedback(
-        self, chat_id: int, topic: str, lang: str, helpful: bool, at: datetime, *, message_id: int
-    ) -> None:
-        """Records a vote on the answer in `message_id`; pressing again changes that vote, never adds one."""
+    # -- a turn, in one transaction ------------------------------------------------------------
+    def commit_turn(
+        self,
+        *,
+        chat_id: int,
+        lang: str,
+        effects: Sequence[Effect],
+        outgoing: Sequence[Outgoing],
+        at: datetime,
+        update_row: int | None = None,
+        register: bool = True,
+    ) -> int:
+        """Apply a turn's effects, queue its messages and mark its update handled, all or nothing.
+
+        Returns how many messages were newly queued (a re-handled update queues none twice).
+        """
         at = as_utc(at)
+        with self._sessions.begin() as session:
+            forgotten = any(isinstance(e, Forget) for e in effects)
+            if register and not forgotten and chat_id > 0:
+                new_lang = next((e.lang for e in effects if isinstance(e, SetLanguage)), lang)
+                self._touch(session, chat_id, new_lang, at)
+            for effect in effects:
+                self._apply(session, chat_id, effect, at)
+            if update_row is not None:
+                self._finish_update(session, update_row, at)
+            return self._enqueue(session, outgoing, at)
+
+    def _apply(self, session: Session, chat_id: int, effect: Effect, at: datetime) -> None:
+        match effect:
+            case SetLanguage(lang=lang):
+                self._set_language(session, chat_id, lang, at)
+            case SetStopped(stopped=stopped):
+                self._set_stopped(session, chat_id, stopped, at)
+            case RecordEvent(kind=kind, topic=topic):
+                session.add(EventRow(chat_id=chat_id, kind=kind, topic=topic, at=at))
+            case RecordFeedback(topic=topic, helpful=helpful):
+                self._feedback(session, chat_id, topic, helpful, at)
+            case KeepQuestion(text=text, lang=lang, reason=reason):
+                session.add(KeptQuestionRow(chat_id=chat_id, text=text[:TEXT_LIMIT], lang=lang, reason=reason, at=at))
+            case RecordEscalation(level=level, kind=kind):
+                label = level.value if kind == "alert" else f"{level.value}:{kind}"
+                session.add(EscalationRow(chat_id=chat_id, level=label, at=at))
+            case OpenHandoff(patient=patient):
+                self._open_handoff(session, patient, at)
+            case CloseHandoff(patient=patient):
+                self._close_handoff(session, patient, at)
+            case Remember(text=text):
+                session.add(RecentMessageRow(chat_id=chat_id, text=text[:TEXT_LIMIT], at=at))
+                keep = (
+                    select(RecentMessageRow.id)
+                    .where(RecentMessageRow.chat_id == chat_id)
+                    .order_by(RecentMessageRow.at.desc(), RecentMessageRow.id.desc())
+                    .limit(RECENT_KEPT)
+                )
+                session.flush()
+                session.execute(
+                    delete(RecentMessageRow).where(
+                        RecentMessageRow.chat_id == chat_id, RecentMessageRow.id.not_in(keep.scalar_subquery())
+                    )
+                )
+            case SetPending(pending=pending):
+                session.execute(delete(PendingQuestionRow).where(PendingQuestionRow.chat_id == chat_id))
+                if pending is not None:
+                    session.add(
+                        PendingQuestionRow(
+                            chat_id=chat_id,
+                            level=pending.level.value,
+                            text=pending.text[:TEXT_LIMIT],
+                            at=as_utc(pending.at),
+                        )
+                    )
+            case Forget():
+                self._forget(session, chat_id)
+            case _:
+                pass  # messages to other chats are queued by the caller as `Outgoing`
+
+    def _feedback(self, session: Session, chat_id: int, topic: str, helpful: bool, at: datetime) -> None:
+        # One vote per answer and patient: pressing again changes the vote, never adds one.
         statement = self._insert(FeedbackRow).values(
-            chat_id=chat_id, message_id=message_id, topic=topic, lang=lang, helpful=helpful, at=at
+            chat_id=chat_id, message_id=_topic_slot(topic), topic=topic, lang="", helpful=helpful, at=at
         )
         statement = statement.on_conflict_do_update(
             index_elements=[FeedbackRow.chat_id, FeedbackRow.message_id],
-            set_={
-                "topic": statement.excluded.topic,
-                "lang": statement.excluded.lang,
-                "helpful": statement.excluded.helpful,
-                "at": statement.excluded.at,
-            },
+            set_={"helpful": statement.excluded.helpful, "at": statement.excluded.at},
         )
+        session.execute(statement)
+
+    # -- statistics and questions for curators ---------------------------------------------------
+    def record_event(self, chat_id: int, kind: str, at: datetime, topic: str | None = None) -> None:
         with self._sessions.begin() as session:
-            session.execute(statement)
+            session.add(EventRow(chat_id=chat_id, kind=kind, topic=topic, at=as_utc(at)))
 
     def keep_question(self, chat_id: int, text: str, lang: str, reason: str, at: datetime) -> None:
-        """Keeps a question the content answered badly ("fallback", "unsure", "unhelpful") for curators."""
         with self._sessions.begin() as session:
             session.add(
                 KeptQuestionRow(chat_id=chat_id, text=text[:TEXT_LIMIT], lang=lang, reason=reason, at=as_utc(at))
@@ -210,10 +457,14 @@ class Store:
         with self._sessions.begin() as session:
             return [KeptQuestion(row.text, row.lang, row.reason, row.at) for row in session.execute(statement)]
 
-    def record_escalation(self, chat_id: int, level: str, at: datetime) -> None:
-        """Counts a triage alert sent to staff."""
+    def escalations(self, chat_id: int) -> list[str]:
+        """The escalation levels recorded for a patient, oldest first (for audits and tests)."""
         with self._sessions.begin() as session:
-            session.add(EscalationRow(chat_id=chat_id, level=str(level), at=as_utc(at)))
+            return list(
+                session.scalars(
+                    select(EscalationRow.level).where(EscalationRow.chat_id == chat_id).order_by(EscalationRow.id)
+                )
+            )
 
     def stats(self, since: datetime) -> Stats:
         """Figures for the period from `since` until now."""
@@ -229,15 +480,20 @@ class Store:
             count(FeedbackRow.helpful.is_(True), FeedbackRow.at >= since, table=FeedbackRow),
             count(FeedbackRow.helpful.is_(False), FeedbackRow.at >= since, table=FeedbackRow),
             count(EscalationRow.at >= since, table=EscalationRow),
+            count(OutboxRow.state == "failed", OutboxRow.created_at >= since, table=OutboxRow),
         )
         with self._sessions.begin() as session:
             row = session.execute(statement).one()
         return Stats(*(int(value) for value in row))
 
-    def purge(self, before: datetime) -> int:
-        """Retention: deletes what is older than `before`; returns how many rows went."""
-        # Patients themselves stay until /forget; an open handoff stays until it is closed.
+    def purge(self, before: datetime, *, handled_before: datetime | None = None) -> int:
+        """Retention: deletes what is older than `before`; returns how many rows went.
+
+        Handled updates and sent messages are kept only briefly (`handled_before`): long enough to
+        recognise a redelivered update, not to keep patients' words.
+        """
         before = as_utc(before)
+        handled = as_utc(handled_before) if handled_before is not None else before
         statements = (
             delete(EventRow).where(EventRow.at < before),
             delete(FeedbackRow).where(FeedbackRow.at < before),
@@ -246,14 +502,20 @@ class Store:
             delete(HandoffRow).where(HandoffRow.closed_at < before),
             delete(StaffMessageRow).where(StaffMessageRow.linked_at < before),
             delete(ClaimedUpdateRow).where(ClaimedUpdateRow.claimed_at < before),
+            delete(InboxRow).where(InboxRow.done.is_(True), InboxRow.done_at < handled),
+            delete(OutboxRow).where(OutboxRow.state != "pending", OutboxRow.created_at < handled),
+            delete(RecentMessageRow).where(RecentMessageRow.at < handled),
         )
         with self._sessions.begin() as session:
             return sum(_rowcount(session.execute(statement)) for statement in statements)
 
-    # Handoff to a person
-
+    # -- handoff to a person ---------------------------------------------------------------------
     def open_handoff(self, chat_id: int, at: datetime) -> Handoff:
         """Opens a handoff, or returns the open one (as active at `at`) if there is one already."""
+        with self._sessions.begin() as session:
+            return self._open_handoff(session, chat_id, at)
+
+    def _open_handoff(self, session: Session, chat_id: int, at: datetime) -> Handoff:
         at = as_utc(at)
         statement = self._insert(HandoffRow).values(chat_id=chat_id, opened_at=at, last_activity_at=at)
         # The conflict target is the partial unique index on open handoffs.
@@ -262,49 +524,57 @@ class Store:
             index_where=HandoffRow.closed_at.is_(None),
             set_={"last_activity_at": _later(HandoffRow.last_activity_at, at)},
         )
-        with self._sessions.begin() as session:
-            row = session.execute(statement.returning(*_HANDOFF_COLUMNS)).one()
-        return Handoff(*row)
+        return Handoff(*session.execute(statement.returning(*_HANDOFF_COLUMNS)).one())
 
     def active_handoff(self, chat_id: int, now: datetime, idle: timedelta) -> Handoff | None:
         """The open handoff if its last activity is within `idle` of `now`; an idle one is closed here."""
-        now = as_utc(now)
-        open_ = (HandoffRow.chat_id == chat_id, HandoffRow.closed_at.is_(None))
         with self._sessions.begin() as session:
-            session.execute(
-                update(HandoffRow).where(*open_, HandoffRow.last_activity_at < now - idle).values(closed_at=now)
-            )
-            row = session.execute(select(*_HANDOFF_COLUMNS).where(*open_)).one_or_none()
+            return self._active_handoff(session, chat_id, as_utc(now), idle)
+
+    @staticmethod
+    def _active_handoff(session: Session, chat_id: int, now: datetime, idle: timedelta) -> Handoff | None:
+        open_ = (HandoffRow.chat_id == chat_id, HandoffRow.closed_at.is_(None))
+        session.execute(
+            update(HandoffRow).where(*open_, HandoffRow.last_activity_at < now - idle).values(closed_at=now)
+        )
+        row = session.execute(select(*_HANDOFF_COLUMNS).where(*open_)).one_or_none()
         return None if row is None else Handoff(*row)
 
     def touch_handoff(self, chat_id: int, at: datetime) -> bool:
         """Notes activity in the open handoff; False if there is none."""
-        at = as_utc(at)
         statement = (
             update(HandoffRow)
             .where(HandoffRow.chat_id == chat_id, HandoffRow.closed_at.is_(None))
-            .values(last_activity_at=_later(HandoffRow.last_activity_at, at))
+            .values(last_activity_at=_later(HandoffRow.last_activity_at, as_utc(at)))
         )
         with self._sessions.begin() as session:
             return _rowcount(session.execute(statement)) > 0
 
     def close_handoff(self, chat_id: int, at: datetime) -> bool:
         """Closes the open handoff; False if there was none (another process may have closed it)."""
+        with self._sessions.begin() as session:
+            return self._close_handoff(session, chat_id, at)
+
+    @staticmethod
+    def _close_handoff(session: Session, chat_id: int, at: datetime) -> bool:
         statement = (
             update(HandoffRow)
             .where(HandoffRow.chat_id == chat_id, HandoffRow.closed_at.is_(None))
             .values(closed_at=as_utc(at))
         )
-        with self._sessions.begin() as session:
-            return _rowcount(session.execute(statement)) > 0
+        return _rowcount(session.execute(statement)) > 0
 
     def link_staff_message(
         self, staff_chat_id: int, staff_message_id: int, chat_id: int, at: datetime | None = None
     ) -> None:
-        """Remembers which patient a post in the staff chat relays; links with `at` are subject to `purge`."""
+        """Remembers which patient a post in the staff chat is about, so a staff reply to it finds the patient."""
+        with self._sessions.begin() as session:
+            self._link(session, staff_chat_id, staff_message_id, chat_id, at)
+
+    def _link(self, session: Session, staff_chat_id: int, message_id: int, chat_id: int, at: datetime | None) -> None:
         statement = self._insert(StaffMessageRow).values(
             staff_chat_id=staff_chat_id,
-            staff_message_id=staff_message_id,
+            staff_message_id=message_id,
             chat_id=chat_id,
             linked_at=None if at is None else as_utc(at),
         )
@@ -312,28 +582,17 @@ class Store:
             index_elements=[StaffMessageRow.staff_chat_id, StaffMessageRow.staff_message_id],
             set_={"chat_id": statement.excluded.chat_id, "linked_at": statement.excluded.linked_at},
         )
-        with self._sessions.begin() as session:
-            session.execute(statement)
+        session.execute(statement)
 
     def patient_for_staff_message(self, staff_chat_id: int, staff_message_id: int) -> int | None:
-        """The patient a staff reply is meant for, or None if the post relayed no patient."""
+        """The patient a staff reply is meant for, or None if the post is about no patient."""
         statement = select(StaffMessageRow.chat_id).where(
             StaffMessageRow.staff_chat_id == staff_chat_id, StaffMessageRow.staff_message_id == staff_message_id
         )
         with self._sessions.begin() as session:
             return session.scalar(statement)
 
-    # Update de-duplication and settings
-
-    def claim_update(self, update_id: int, at: datetime) -> bool:
-        """True only for the first claim of an update, whichever process or thread makes it."""
-        try:
-            with self._sessions.begin() as session:
-                session.execute(insert(ClaimedUpdateRow).values(update_id=update_id, claimed_at=as_utc(at)))
-        except IntegrityError:
-            return False
-        return True
-
+    # -- settings ------------------------------------------------------------------------------
     def get_setting(self, key: str) -> str | None:
         """A stored setting (such as the staff group's current chat id), or None."""
         with self._sessions.begin() as session:
@@ -347,6 +606,339 @@ class Store:
         )
         with self._sessions.begin() as session:
             session.execute(statement)
+
+    # -- the inbox -----------------------------------------------------------------------------
+    def store_updates(self, updates: Iterable[tuple[int, int, str]], at: datetime) -> int:
+        """Stores (update_id, chat_id, JSON) rows, ignoring any already stored; returns how many were new."""
+        rows = [
+            {"update_id": u, "chat_id": c, "payload": p, "received_at": as_utc(at), "done": False, "attempts": 0}
+            for u, c, p in updates
+        ]
+        if not rows:
+            return 0
+        statement = self._insert(InboxRow).values(rows).on_conflict_do_nothing(index_elements=[InboxRow.update_id])
+        with self._sessions.begin() as session:
+            return _rowcount(session.execute(statement))
+
+    def last_update_id(self) -> int | None:
+        with self._sessions.begin() as session:
+            return session.scalar(select(func.max(InboxRow.update_id)))
+
+    def claim_updates(self, owner: str, now: datetime, lease: timedelta, limit: int) -> list[StoredUpdate]:
+        """The oldest unhandled update of up to `limit` chats, leased to `owner`: one chat's updates in order,
+        and never two of them at once, whichever process asks."""
+        now = as_utc(now)
+        other = aliased(InboxRow)
+        earlier_open = exists().where(other.chat_id == InboxRow.chat_id, other.done.is_(False), other.id < InboxRow.id)
+        candidates = (
+            select(InboxRow.id)
+            .where(
+                InboxRow.done.is_(False),
+                or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now),
+                or_(InboxRow.not_before.is_(None), InboxRow.not_before <= now),
+                ~earlier_open,
+            )
+            .order_by(InboxRow.id)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        with self._sessions.begin() as session:
+            ids = list(session.scalars(candidates))
+            if not ids:
+                return []
+            session.execute(
+                update(InboxRow)
+                .where(InboxRow.id.in_(ids))
+                .values(lease_owner=owner, lease_until=now + lease, attempts=InboxRow.attempts + 1)
+            )
+            rows = session.execute(
+                select(InboxRow.id, InboxRow.update_id, InboxRow.chat_id, InboxRow.payload, InboxRow.attempts)
+                .where(InboxRow.id.in_(ids))
+                .order_by(InboxRow.id)
+            ).all()
+        return [StoredUpdate(r.id, r.update_id, r.chat_id, json.loads(r.payload or "{}"), r.attempts) for r in rows]
+
+    def finish_update(self, row_id: int, at: datetime) -> None:
+        """Marks an update handled that needed no turn (an update the bot ignores)."""
+        with self._sessions.begin() as session:
+            self._finish_update(session, row_id, as_utc(at))
+
+    @staticmethod
+    def _finish_update(session: Session, row_id: int, at: datetime) -> None:
+        session.execute(
+            update(InboxRow)
+            .where(InboxRow.id == row_id)
+            .values(done=True, done_at=at, payload=None, lease_owner=None, lease_until=None)
+        )
+
+    def retry_update(self, row_id: int, *, error: str, not_before: datetime) -> None:
+        """Gives an update back for another attempt later (its handling failed on our side)."""
+        with self._sessions.begin() as session:
+            session.execute(
+                update(InboxRow)
+                .where(InboxRow.id == row_id)
+                .values(lease_owner=None, lease_until=None, not_before=as_utc(not_before), error=error[:200])
+            )
+
+    def inbox_pending(self) -> int:
+        with self._sessions.begin() as session:
+            return session.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.done.is_(False))) or 0
+
+    # -- the outbox ----------------------------------------------------------------------------
+    def enqueue(self, outgoing: Sequence[Outgoing], at: datetime) -> int:
+        """Queues messages outside a turn (reminders, notices); returns how many were new."""
+        with self._sessions.begin() as session:
+            return self._enqueue(session, outgoing, as_utc(at))
+
+    def _enqueue(self, session: Session, outgoing: Sequence[Outgoing], at: datetime) -> int:
+        if not outgoing:
+            return 0
+        rows = [
+            {
+                "key": item.key,
+                "chat_id": item.chat_id,
+                "priority": item.priority,
+                "kind": item.kind,
+                "payload": json.dumps(item.payload, ensure_ascii=False),
+                "created_at": at,
+                "not_before": as_utc(item.not_before),
+                "state": "pending",
+                "attempts": 0,
+                "uncertain": False,
+                "patient": item.patient,
+            }
+            for item in outgoing
+        ]
+        statement = self._insert(OutboxRow).values(rows).on_conflict_do_nothing(index_elements=[OutboxRow.key])
+        return _rowcount(session.execute(statement))
+
+    def claim_messages(self, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Queued]:
+        """The next message of up to `limit` chats, most urgent first, leased to `owner`.
+
+        A chat's messages go one at a time in (priority, order); a chat held by a flood limit or a 429
+        waits, and its hold never delays another chat.
+        """
+        now = as_utc(now)
+        epoch = now.timestamp()
+        other = aliased(OutboxRow)
+        ahead = exists().where(
+            other.chat_id == OutboxRow.chat_id,
+            other.state == "pending",
+            or_(
+                other.priority < OutboxRow.priority, and_(other.priority == OutboxRow.priority, other.id < OutboxRow.id)
+            ),
+        )
+        busy = exists().where(other.chat_id == OutboxRow.chat_id, other.state == "pending", other.lease_until >= now)
+        held = exists().where(
+            SendScopeRow.chat_id == OutboxRow.chat_id,
+            or_(SendScopeRow.hold_until > epoch, SendScopeRow.next_free > epoch),
+        )
+        candidates = (
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.state == "pending",
+                OutboxRow.not_before <= now,
+                or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until < now),
+                ~ahead,
+                ~busy,
+                ~held,
+            )
+            .order_by(OutboxRow.priority, OutboxRow.id)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            candidates = candidates.with_for_update(of=OutboxRow, skip_locked=True)
+        with self._sessions.begin() as session:
+            ids = list(session.scalars(candidates))
+            if not ids:
+                return []
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id.in_(ids))
+                .values(lease_owner=owner, lease_until=now + lease, attempts=OutboxRow.attempts + 1)
+            )
+            pace = select(SendScopeRow.next_free).where(SendScopeRow.chat_id == OutboxRow.chat_id).scalar_subquery()
+            rows = session.execute(
+                select(
+                    OutboxRow.id,
+                    OutboxRow.key,
+                    OutboxRow.chat_id,
+                    OutboxRow.priority,
+                    OutboxRow.kind,
+                    OutboxRow.payload,
+                    OutboxRow.attempts,
+                    OutboxRow.uncertain,
+                    OutboxRow.patient,
+                    OutboxRow.created_at,
+                    func.coalesce(pace, 0.0).label("next_free"),
+                )
+                .where(OutboxRow.id.in_(ids))
+                .order_by(OutboxRow.priority, OutboxRow.id)
+            ).all()
+        return [
+            Queued(
+                r.id,
+                r.key,
+                r.chat_id,
+                r.priority,
+                r.kind,
+                json.loads(r.payload),
+                r.attempts,
+                r.uncertain,
+                r.patient,
+                r.created_at,
+                float(r.next_free),
+            )
+            for r in rows
+        ]
+
+    def next_message_due(self, now: datetime) -> datetime | None:
+        """When the earliest pending message may go (for sleeping until then)."""
+        with self._sessions.begin() as session:
+            return session.scalar(select(func.min(OutboxRow.not_before)).where(OutboxRow.state == "pending"))
+
+    def message_sent(
+        self,
+        row_id: int,
+        *,
+        at: datetime,
+        message_id: int | None,
+        pace: tuple[int, float] | None = None,
+        link: tuple[int, int, int] | None = None,
+        follow_up: Sequence[Outgoing] = (),
+    ) -> None:
+        """Records a delivery: the message's Telegram id, the chat's next free slot (`pace`: chat, epoch),
+        the staff-post link (`link`: staff chat, message, patient) and messages that follow from it."""
+        at = as_utc(at)
+        with self._sessions.begin() as session:
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == row_id)
+                .values(
+                    state="sent", sent_at=at, message_id=message_id, lease_owner=None, lease_until=None, payload="{}"
+                )
+            )
+            if pace is not None:
+                self._pace(session, *pace)
+            if link is not None:
+                self._link(session, link[0], link[1], link[2], at)
+            self._enqueue(session, follow_up, at)
+
+    def message_retry(self, row_id: int, *, not_before: datetime, error: str, uncertain: bool = False) -> None:
+        """Gives a message back to the queue for a later attempt."""
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_until": None,
+            "not_before": as_utc(not_before),
+            "error": error[:200],
+        }
+        if uncertain:
+            values["uncertain"] = True
+        with self._sessions.begin() as session:
+            session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(**values))
+
+    def message_failed(
+        self, row_id: int, *, at: datetime, error: str, state: str = "failed", follow_up: Sequence[Outgoing] = ()
+    ) -> None:
+        """Ends a message that cannot be delivered (`state`: failed, or stopped for a blocked chat)."""
+        with self._sessions.begin() as session:
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == row_id)
+                .values(state=state, error=error[:200], lease_owner=None, lease_until=None, payload="{}")
+            )
+            self._enqueue(session, follow_up, as_utc(at))
+
+    def stop_chat(self, chat_id: int, *, at: datetime, error: str) -> int:
+        """A chat Telegram refuses (blocked, kicked, not found): the patient is stopped and its queue ended."""
+        with self._sessions.begin() as session:
+            self._set_stopped(session, chat_id, True, as_utc(at))
+            return _rowcount(
+                session.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.chat_id == chat_id, OutboxRow.state == "pending")
+                    .values(state="stopped", error=error[:200], lease_owner=None, lease_until=None, payload="{}")
+                )
+            )
+
+    def hold_chat(self, chat_id: int, until: float) -> None:
+        """A 429 for this chat: no message to it before `until` (epoch seconds); other chats go on."""
+        with self._sessions.begin() as session:
+            self._scope(session, chat_id)
+            session.execute(
+                update(SendScopeRow)
+                .where(SendScopeRow.chat_id == chat_id)
+                .values(hold_until=case((SendScopeRow.hold_until < until, until), else_=SendScopeRow.hold_until))
+            )
+
+    def reserve_sends(self, count: int, now: float, interval: float) -> float:
+        """Reserves `count` consecutive slots of the bot-wide send rate shared by every process; returns when the
+        first one starts (epoch seconds). Slots are `interval` apart."""
+        with self._sessions.begin() as session:
+            self._scope(session, BOT_SCOPE)
+            start = case((SendScopeRow.next_free > now, SendScopeRow.next_free), else_=literal(now))
+            statement = (
+                update(SendScopeRow)
+                .where(SendScopeRow.chat_id == BOT_SCOPE)
+                .values(next_free=start + count * interval)
+                .returning(SendScopeRow.next_free, SendScopeRow.hold_until)
+            )
+            end, hold = session.execute(statement).one()
+        return max(float(end) - count * interval, float(hold))
+
+    def hold_bot(self, until: float) -> None:
+        """Telegram limited the whole bot: every send waits until `until` (epoch seconds)."""
+        self.hold_chat(BOT_SCOPE, until)
+
+    def _scope(self, session: Session, chat_id: int) -> None:
+        session.execute(
+            self._insert(SendScopeRow)
+            .values(chat_id=chat_id, next_free=0.0, hold_until=0.0)
+            .on_conflict_do_nothing(index_elements=[SendScopeRow.chat_id])
+        )
+
+    def _pace(self, session: Session, chat_id: int, next_free: float) -> None:
+        """The chat's next message may not go before `next_free` (its share of Telegram's per-chat limit)."""
+        self._scope(session, chat_id)
+        session.execute(update(SendScopeRow).where(SendScopeRow.chat_id == chat_id).values(next_free=next_free))
+
+    def move_chat(self, old: int, new: int) -> int:
+        """A group became a supergroup: its queued messages go to the new chat id."""
+        with self._sessions.begin() as session:
+            return _rowcount(
+                session.execute(
+                    update(OutboxRow).where(OutboxRow.chat_id == old, OutboxRow.state == "pending").values(chat_id=new)
+                )
+            )
+
+    def outbox_figures(self, since: datetime) -> OutboxFigures:
+        with self._sessions.begin() as session:
+            pending, oldest = session.execute(
+                select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.state == "pending")
+            ).one()
+            failed = session.scalar(
+                select(func.count()).where(OutboxRow.state == "failed", OutboxRow.created_at >= as_utc(since))
+            )
+        return OutboxFigures(int(pending), int(failed or 0), oldest)
+
+    def messages(self, chat_id: int | None = None, state: str | None = None) -> list[tuple[str, str, int]]:
+        """(key, state, attempts) of queued messages, for audits and tests."""
+        statement = select(OutboxRow.key, OutboxRow.state, OutboxRow.attempts).order_by(OutboxRow.id)
+        if chat_id is not None:
+            statement = statement.where(OutboxRow.chat_id == chat_id)
+        if state is not None:
+            statement = statement.where(OutboxRow.state == state)
+        with self._sessions.begin() as session:
+            return [(r.key, r.state, r.attempts) for r in session.execute(statement)]
+
+
+def _topic_slot(topic: str) -> int:
+    """A stable small number per topic: one vote per patient and topic."""
+    value = 0
+    for ch in topic:
+        value = (value * 131 + ord(ch)) % 2_000_000_000
+    return value
 
 
 def open_store(url: str) -> Store:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -171,8 +172,100 @@ class SettingRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class InboxRow(Base):
+    """A Telegram update, stored before Telegram is told it arrived; handled once, in its chat's order."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (Index("ix_inbox_state_chat", "done", "chat_id", "id"),)
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    update_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)  # 0 for updates without a chat
+    payload: Mapped[str | None] = mapped_column(Text)  # the update's JSON; emptied once handled (privacy)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    error: Mapped[str | None] = mapped_column(String(200))
+
+
+class OutboxRow(Base):
+    """Something the bot must send: a reply, a safety message, a staff alert, a relay, a reminder.
+
+    The key makes it idempotent (a re-handled update or a second process cannot queue it twice);
+    the priority puts safety messages and staff alerts first; one sender drains it.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "state", "chat_id", "priority", "id"),)
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    priority: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))
+    payload: Mapped[str] = mapped_column(Text)  # method and parameters, JSON
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    not_before: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    state: Mapped[str] = mapped_column(String(12), default="pending")  # pending | sent | failed | stopped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    uncertain: Mapped[bool] = mapped_column(Boolean, default=False)  # a send timed out after the request left
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(String(200))
+    patient: Mapped[int | None] = mapped_column(BigInteger, index=True)  # the patient it is to or about
+
+
+class SendScopeRow(Base):
+    """Telegram's flood limits per chat (and for the whole bot, chat 0), shared by every process."""
+
+    __tablename__ = "send_scopes"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    next_free: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds: the next message may go then
+    hold_until: Mapped[float] = mapped_column(Float, default=0.0)  # a 429's retry_after, epoch seconds
+
+
+class RecentMessageRow(Base):
+    """A patient's last few messages, which triage reads together with the next one; erased by /forget."""
+
+    __tablename__ = "recent_messages"
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class PendingQuestionRow(Base):
+    """A confirmation question waiting for the patient's answer ("Is this happening right now?")."""
+
+    __tablename__ = "pending_questions"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    level: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 # Every table holding a patient's chat id, children first; `forget_patient` and `count_rows_for` walk it.
 PATIENT_TABLES: tuple[Table, ...] = tuple(
     Base.metadata.tables[row.__tablename__]
-    for row in (StaffMessageRow, HandoffRow, EscalationRow, KeptQuestionRow, FeedbackRow, EventRow, PatientRow)
+    for row in (
+        StaffMessageRow,
+        HandoffRow,
+        EscalationRow,
+        KeptQuestionRow,
+        FeedbackRow,
+        EventRow,
+        RecentMessageRow,
+        PendingQuestionRow,
+        InboxRow,
+        PatientRow,
+    )
 )

@@ -6,7 +6,8 @@ accents, no invisible characters), whole words only:
 * ``breath*``      a word starting with "breath" (breathe, breathing, breathless)
 * ``{tight*|clos*|swell*}``   one of the alternatives; an alternative may be several words
 * ``[really]``     an optional word (or ``[a bit]``, ``[{very|so}]``)
-* ``...``          up to four other words in between (``throat ... tight*``)
+* ``...``          up to four other words in between (``throat ... tight*``); a guard's words there
+                   count as the sign's context ("throat is not tight" is negated)
 * ``can't``        the apostrophe is optional: also "cant"
 * ``re:<regex>``   a raw regular expression, for what words cannot say (a temperature of 38.5)
 
@@ -82,7 +83,8 @@ def _sequence(source: str, original: str) -> str:
         if kind == "gap":
             if not started:
                 raise PhraseError(f"phrase '{original}' starts with '...'")
-            out += f"(?:{_SEP}{_WORD}){{0,{GAP_WORDS}}}"
+            # A capturing group: a guard's word inside the gap ("throat is NOT closing") still counts.
+            out += f"((?:{_SEP}{_WORD}){{0,{GAP_WORDS}}})"
         elif kind == "optional":
             out += f"(?:{_SEP}{regex})?" if started else f"(?:{regex}{_SEP})?"
         else:
@@ -172,9 +174,7 @@ def _word(token: str, original: str) -> str:
             out += r"[a-z0-9']*"
         elif ch == "'":
             out += "'?"
-        elif ch.isalnum():
-            out += re.escape(ch)
-        elif ch in ".,:;!?°%+#&":
+        elif ch.isalnum() or ch in ".,:;!?°%+#&":
             out += re.escape(ch)
         else:
             raise PhraseError(f"character '{ch}' is not allowed in phrase '{original}' (use re: for regexes)")

@@ -92,10 +92,11 @@ class RuleSet:
     def _judge(self, text: str, match: re.Match[str], rule: _CompiledRule, rule_lang: str, lang: str) -> RuleHit:
         start, end = match.span()
         clause_start, clause_end = self._clause(text, start, end, rule_lang, lang)
+        gaps = [match.span(i) for i in range(1, (match.re.groups or 0) + 1) if match.span(i)[0] >= 0]
         asked: str | None = None
         for name in rule.guards:
             compiled = self._guard(rule_lang, lang, name)
-            if compiled is None or not self._applies(compiled, text, start, end, clause_start, clause_end):
+            if compiled is None or not self._applies(compiled, text, start, end, clause_start, clause_end, gaps):
                 continue
             if compiled.guard.effect == "cancel":
                 return RuleHit(rule.level, rule.name, match.group(0), start, end, name, "cancel")
@@ -103,15 +104,28 @@ class RuleSet:
         return RuleHit(rule.level, rule.name, match.group(0), start, end, asked, "ask" if asked else None)
 
     def _applies(
-        self, compiled: _CompiledGuard, text: str, start: int, end: int, clause_start: int, clause_end: int
+        self,
+        compiled: _CompiledGuard,
+        text: str,
+        start: int,
+        end: int,
+        clause_start: int,
+        clause_end: int,
+        gaps: list[tuple[int, int]],
     ) -> bool:
         guard = compiled.guard
+
+        def in_gap(found: re.Match[str]) -> bool:
+            return any(g_start <= found.start() and found.end() <= g_end for g_start, g_end in gaps)
+
         if guard.scope == "clause":
             return any(
-                found.end() <= start or found.start() >= end
+                found.end() <= start or found.start() >= end or in_gap(found)
                 for found in compiled.pattern.finditer(text, clause_start, clause_end)
             )
-        for found in compiled.pattern.finditer(text, clause_start, start):
+        for found in compiled.pattern.finditer(text, clause_start, end):
+            if in_gap(found):
+                return True
             if found.end() > start:
                 continue
             if guard.window is None:
@@ -163,18 +177,29 @@ def excerpt(text: str, sign: str, limit: int = 300) -> str:
     return sign[:limit]
 
 
-def check_rules(file: TriageFile, lang: str, every: Mapping[str, TriageFile]) -> Iterable[tuple[tuple[object, ...], str]]:
+def check_rules(
+    file: TriageFile, lang: str, every: Mapping[str, TriageFile]
+) -> Iterable[tuple[tuple[object, ...], str]]:
     """Problems with one language's rules: bad phrases, unknown guards, duplicates, examples that fail.
 
     Yields (location in the file, message). Examples run through the rules of every language, as
     messages do, so a rule that another language's guard breaks is found here.
     """
     seen: dict[str, tuple[object, ...]] = {}
+    broken = False
+    for field_name in ("clause_breaks", "filler"):
+        for index, phrase in enumerate(getattr(file, field_name)):
+            try:
+                compile_phrase(phrase)
+            except ValueError as exc:
+                broken = True
+                yield (field_name, index), f"{field_name}: {exc}"
     for name, guard in file.guards.items():
         for index, phrase in enumerate(guard.phrases):
             try:
                 compile_phrase(phrase)
             except ValueError as exc:
+                broken = True
                 yield ("guards", name, "phrases", index), f"guard '{name}': {exc}"
     for level in PRECEDENCE:
         for guard_name in file.default_guards.get(level, ()):
@@ -193,25 +218,31 @@ def check_rules(file: TriageFile, lang: str, every: Mapping[str, TriageFile]) ->
             try:
                 key = compile_phrase(phrase)
             except ValueError as exc:
+                broken = True
                 yield (*loc, "phrases", p_index), f"rule '{rule.id}': {exc}"
                 continue
             if re.fullmatch(key, ""):
                 yield (*loc, "phrases", p_index), f"rule '{rule.id}': phrase '{phrase}' matches an empty message"
             if key in seen:
-                yield (*loc, "phrases", p_index), f"duplicate phrase '{phrase}' (also at {'.'.join(map(str, seen[key]))})"
+                yield (
+                    (*loc, "phrases", p_index),
+                    f"duplicate phrase '{phrase}' (also at {'.'.join(map(str, seen[key]))})",
+                )
             seen.setdefault(key, (level.value, rule.id))
         if not rule.match:
             yield loc, f"rule '{rule.id}' has no 'match' examples: write messages it must catch"
+    if broken:
+        return  # the examples run once every phrase compiles
     try:
         engine = RuleSet(every)
-    except ValueError:
-        return  # phrase errors were reported above
-    for level, index, rule in file.every_rule():
-        loc = ("rules", level.value, index)
-        name = f"{lang}:{rule.id}"
-        for e_index, message in enumerate(rule.match):
-            if not any(h.rule == name and h.counts for h in engine.hits(message, lang)):
-                yield (*loc, "match", e_index), f"rule '{rule.id}' does not catch its example '{message}'"
-        for e_index, message in enumerate(rule.ignore):
-            if any(h.rule == name and h.counts for h in engine.hits(message, lang)):
-                yield (*loc, "ignore", e_index), f"rule '{rule.id}' catches '{message}', which it must not"
+        for level, index, rule in file.every_rule():
+            loc = ("rules", level.value, index)
+            name = f"{lang}:{rule.id}"
+            for e_index, message in enumerate(rule.match):
+                if not any(h.rule == name and h.counts for h in engine.hits(message, lang)):
+                    yield (*loc, "match", e_index), f"rule '{rule.id}' does not catch its example '{message}'"
+            for e_index, message in enumerate(rule.ignore):
+                if any(h.rule == name and h.counts for h in engine.hits(message, lang)):
+                    yield (*loc, "ignore", e_index), f"rule '{rule.id}' catches '{message}', which it must not"
+    except ValueError as exc:  # another language's phrases are broken: reported in its own file
+        yield (), f"rule examples not checked: {exc}"

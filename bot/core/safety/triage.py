@@ -1,0 +1,188 @@
+"""Triage: does a message report danger, at which level, and how sure is the bot?
+
+A cascade, because no single mechanism gets there:
+
+1. **Rules** (`rules.py`): explicit red flags, judged clause by clause. A sign no guard cancels is
+   certain; a sign under an "ask" guard ("my lips are a bit swollen") is worth a question.
+2. **The semantic classifier** (`classifier.py`) scores the whole message and each of its
+   sentences, so a danger sign buried in a friendly multi-question message, minimised or
+   about someone else is still seen. Its cross-validated thresholds say certain or unsure.
+3. **Context**: the patient's last few messages, read together with this one, so that "my lips
+   started to swell an hour ago" followed by "it's getting worse really quickly" is an emergency.
+
+The outcome is `certain` (the safety message and the staff alert), `unsure` (a confirmation
+question; for crisis the staff are told at once) or `clear` (the FAQ). When it is unclear whether
+a sign is an emergency or urgent, the stricter level is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.core.safety.classifier import LABELS, Model
+from bot.core.safety.model import PRECEDENCE, Level, TriageFile
+from bot.core.safety.rules import RuleHit, RuleSet, excerpt
+
+# Sentences longer than this are scored in pieces; a whole message longer than this is scored by sentence only.
+SEGMENT_CHARS = 400
+MAX_SEGMENTS = 96  # a 10,000-character message is about this many sentences
+_SENTENCES = re.compile(r"(?<=[.!?…;])\s+|\s*\n+\s*")
+
+
+class SentenceEncoder(Protocol):
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+class Outcome(StrEnum):
+    CERTAIN = "certain"
+    UNSURE = "unsure"
+    CLEAR = "clear"
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    outcome: Outcome
+    level: Level | None = None
+    excerpt: str = ""  # the part of the message that raised it, for the staff alert
+    source: str = ""  # "rule:<lang>:<id>", "semantic" or "context", for audits
+    score: float = 0.0
+
+    def __bool__(self) -> bool:
+        return self.outcome is not Outcome.CLEAR
+
+
+CLEAR = Assessment(Outcome.CLEAR)
+
+
+@dataclass(frozen=True, slots=True)
+class _Semantic:
+    scores: dict[Level, float]
+    segments: dict[Level, str]
+
+
+class Triage:
+    """The cascade over every language's rules and the trained classifier (optional: rules alone work)."""
+
+    def __init__(
+        self,
+        files: Mapping[str, TriageFile],
+        model: Model | None = None,
+        encoder: SentenceEncoder | None = None,
+    ) -> None:
+        self.rules = RuleSet(files)
+        self.model = model
+        self.encoder = encoder
+
+    def attach(self, model: Model, encoder: SentenceEncoder) -> None:
+        """Add the semantic layer once it is trained (start-up builds it alongside the matcher)."""
+        self.model = model
+        self.encoder = encoder
+
+    def assess(self, text: str, lang: str | None = None, recent: Sequence[str] = ()) -> Assessment:
+        """The level of danger `text` reports; `recent` are the patient's previous messages, oldest first."""
+        hits = self.rules.hits(text, lang)
+        certain = next((h for h in hits if h.effect is None), None)
+        if certain is not None:
+            return self._from_rule(text, certain, Outcome.CERTAIN)
+        semantic = self._semantic(_segments(text))
+        found = self._decide(text, hits, semantic)
+        if found.outcome is Outcome.CERTAIN or not recent:
+            return found
+        # Read together with the last few messages, this one may complete a picture ("it's getting worse
+        # quickly" after "my lips started to swell"); it counts only if it adds to what they said alone.
+        together = self._combined([*recent, text], lang)
+        before = self._combined(list(recent), lang)
+        if _rank(together) <= max(_rank(before), _rank(found)):
+            return found
+        return Assessment(together.outcome, together.level, text[:300], "context", together.score)
+
+    def _combined(self, messages: Sequence[str], lang: str | None) -> Assessment:
+        joined = " \n".join(messages)
+        hits = [h for h in self.rules.hits(joined, lang) if h.effect is None]
+        if hits:
+            return self._from_rule(joined, hits[0], Outcome.CERTAIN)
+        return self._decide(joined, [], self._semantic([joined[-SEGMENT_CHARS * 2 :]]))
+
+    # -- the steps -----------------------------------------------------------------------------
+    def _from_rule(self, text: str, hit: RuleHit, outcome: Outcome) -> Assessment:
+        return Assessment(outcome, hit.level, excerpt(text, hit.sign), f"rule:{hit.rule}", 1.0)
+
+    def _semantic(self, segments: Sequence[str]) -> _Semantic | None:
+        if self.model is None or self.encoder is None or not segments:
+            return None
+        vectors = self.encoder.encode(list(segments))
+        probabilities = self.model.probabilities(vectors)
+        scores: dict[Level, float] = {}
+        best: dict[Level, str] = {}
+        for level in PRECEDENCE:
+            column = probabilities[:, LABELS.index(level.value)]
+            index = int(np.argmax(column))
+            scores[level] = float(column[index])
+            best[level] = segments[index]
+        return _Semantic(scores, best)
+
+    def _decide(self, text: str, hits: Sequence[RuleHit], semantic: _Semantic | None) -> Assessment:
+        asked = [h for h in hits if h.effect == "ask"]
+        cancelled = {h.level for h in hits if h.effect == "cancel"}
+        if semantic is not None and self.model is not None:
+            thresholds = self.model.thresholds
+            for level in PRECEDENCE:  # crisis first, then the stricter of emergency and urgent
+                if semantic.scores[level] >= thresholds[level].certain:
+                    return Assessment(
+                        Outcome.CERTAIN, level, semantic.segments[level][:300], "semantic", semantic.scores[level]
+                    )
+            unsure = [
+                level
+                for level in PRECEDENCE
+                if semantic.scores[level] >= thresholds[level].unsure
+                # A sign the rules saw and a guard explained ("no fever") does not make the classifier's doubt
+                # a question; crisis is never explained away.
+                and (level is Level.CRISIS or level not in cancelled or level in {h.level for h in asked})
+            ]
+            if unsure:
+                level = unsure[0]
+                return Assessment(
+                    Outcome.UNSURE, level, semantic.segments[level][:300], "semantic", semantic.scores[level]
+                )
+        if asked:
+            return self._from_rule(text, asked[0], Outcome.UNSURE)
+        return CLEAR
+
+
+def _rank(assessment: Assessment) -> tuple[int, int]:
+    """Orders assessments: certain over unsure over clear, then by level (crisis, emergency, urgent)."""
+    outcome = {Outcome.CLEAR: 0, Outcome.UNSURE: 1, Outcome.CERTAIN: 2}[assessment.outcome]
+    level = 0 if assessment.level is None else 3 - PRECEDENCE.index(assessment.level)
+    return outcome, level
+
+
+def _segments(text: str) -> list[str]:
+    """The whole message (if not too long) and each of its sentences, long sentences in pieces."""
+    stripped = text.strip()
+    if not stripped:
+        return []
+    pieces: list[str] = []
+    for sentence in _SENTENCES.split(stripped):
+        sentence = sentence.strip()
+        while len(sentence) > SEGMENT_CHARS:
+            cut = sentence.rfind(" ", 0, SEGMENT_CHARS)
+            cut = cut if cut > SEGMENT_CHARS // 2 else SEGMENT_CHARS
+            pieces.append(sentence[:cut])
+            sentence = sentence[cut:].strip()
+        if sentence:
+            pieces.append(sentence)
+    segments = [stripped] if len(stripped) <= SEGMENT_CHARS * 2 else []
+    if len(pieces) > 1:
+        segments.extend(pieces)
+    if not segments:
+        segments = pieces
+    if len(segments) > MAX_SEGMENTS:  # keep the start and, above all, the end of a very long message
+        segments = segments[: MAX_SEGMENTS // 2] + segments[-MAX_SEGMENTS // 2 :]
+    return segments
