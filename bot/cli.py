@@ -10,16 +10,19 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.core.conversation import Assistant, Kind, Reply
 from bot.core.evaluation import LabelledRow, LanguageScore, Prediction, score_rows
+from bot.core.plans import TREATMENTS, preview
 from bot.core.problems import InvalidContent, Problem
 from bot.core.safety.classifier import Report
 from bot.core.safety.model import Level
-from bot.runtime import check, load_assistant
+from bot.runtime import check, check_config, load_assistant
 
 EXIT_USAGE = 2
 
@@ -118,6 +121,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not list the misses")
 
     command("run", cmd_run, "run the Telegram bot (long polling, or a webhook when configured)")
+
+    p = command("plan", cmd_plan, "show the reminders a patient gets after a treatment, and when")
+    p.add_argument("treatment", help=f"one of: {', '.join(TREATMENTS)}")
+    p.add_argument("--at", required=True, metavar="DATETIME", help='the treatment time, e.g. "2026-12-01 15:30"')
+    p.add_argument("--tz", metavar="ZONE", help="the patient's time zone (default: the clinic's)")
+    p.add_argument("--lang", help="the patient's language (default: the clinic's default language)")
+    p.add_argument("--json", action="store_true", help='print [{"step", "due", "text"}] as JSON')
+
+    p = command("invite", cmd_invite, "create invite links (and QR codes) that enrol a patient for a treatment")
+    p.add_argument("treatment", help=f"one of: {', '.join(TREATMENTS)}")
+    p.add_argument("--at", required=True, metavar="DATETIME", help='the treatment time, e.g. "2026-12-01 15:30"')
+    p.add_argument("--tz", metavar="ZONE", help="the time zone of --at (default: the clinic's)")
+    p.add_argument("--ref", default="", metavar="CLINIC_REF", help="your own reference (letters and digits, <= 16)")
+    p.add_argument("--count", type=int, default=1, metavar="N", help="how many links (one per patient)")
+    p.add_argument("--qr", type=Path, metavar="FILE.png", help="also write QR codes (FILE-2.png... for --count > 1)")
+    p.add_argument("--json", action="store_true", help='print {"link", "payload", "expires"} (a list with --count)')
+
+    p = command("init", cmd_init, "write a config.yaml and a copy of the content to edit into a folder")
+    p.add_argument("folder", type=Path, help="the clinic's folder (created if missing)")
 
     p = command("shell", cmd_shell, "chat with the bot in this terminal, as a patient would (no Telegram needed)")
     p.add_argument("--lang", help="the language to start in")
@@ -359,3 +381,128 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config, assistant = load_assistant(getattr(args, "config", None))
     return run_service(config, assistant)
+
+
+# -- plan and invite -----------------------------------------------------------------------------
+def _when(value: str, zone_name: str | None, default_zone: str) -> tuple[datetime, ZoneInfo]:
+    """A treatment time from the command line, in `--tz` (or the clinic's zone) unless it names an offset."""
+    try:
+        zone = ZoneInfo(zone_name or default_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UserError(f"unknown time zone '{zone_name}' (write it like Europe/Rome)") from None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"'{value}' is not a date and time like \"2026-12-01 15:30\"") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=zone)), zone
+
+
+def _treatment(name: str) -> str:
+    if name not in TREATMENTS:
+        raise UserError(f"unknown treatment '{name}'; known: {', '.join(TREATMENTS)}")
+    return name
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config, assistant = load_assistant(getattr(args, "config", None))
+    plans = assistant.content.plans
+    if plans is None:
+        raise UserError("this content has no recovery plans (faq/plans.yaml)")
+    treatment = _treatment(args.treatment)
+    treated_at, zone = _when(args.at, args.tz, config.timezone)
+    lang = _lang_option(assistant, args.lang, config.default_language)
+    timing = config.reminders.timing
+    items = preview(
+        plans,
+        treatment=treatment,
+        treated_at=treated_at,
+        zone=zone,
+        lang=lang if lang in plans.texts else next(iter(plans.texts)),
+        facts=assistant.facts(lang),
+        quiet=timing.quiet,
+        default_late=timing.default_late,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                [{"step": i.step, "due": i.due.isoformat(), "text": i.text} for i in items],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return 0
+    for item in items:
+        print(f"{item.due:%a %Y-%m-%d %H:%M %Z}  [{item.step}]")
+        print("  " + item.text.replace("\n", "\n  "))
+        print()
+    return 0
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    from bot.core.invites import InviteCodec
+    from bot.core.recovery_flow import invite_link
+    from bot.delivery.qr import qr_png
+
+    config, _ = check_config(getattr(args, "config", None))
+    if config.invite_secret is None:
+        raise UserError("set AFTERCARE_INVITE_SECRET (or invite_secret in the config): invites are signed with it")
+    username = config.telegram.bot_username
+    if not username:
+        raise UserError("set telegram.bot_username in the config (the @name of your bot): links point to it")
+    if not 1 <= args.count <= 1000:
+        raise UserError("--count must be between 1 and 1000")
+    treatment = _treatment(args.treatment)
+    treated_at, _zone = _when(args.at, args.tz, config.timezone)
+    codec = InviteCodec(config.invite_secret.get_secret_value())
+    records = []
+    for number in range(1, args.count + 1):
+        try:
+            invite = codec.new(
+                treatment, treated_at, valid_for=timedelta(days=config.reminders.invite_valid_days), ref=args.ref
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        payload = codec.encode(invite)
+        link = invite_link(username, payload)
+        record = {"link": link, "payload": payload, "expires": invite.expires.isoformat()}
+        if args.qr is not None:
+            target = (
+                args.qr
+                if args.count == 1 or number == 1
+                else args.qr.with_name(f"{args.qr.stem}-{number}{args.qr.suffix or '.png'}")
+            )
+            try:
+                target.write_bytes(qr_png(link))
+            except OSError as exc:
+                raise UserError(f"{target}: cannot be written ({exc.strerror})") from None
+            record["qr"] = str(target)
+        records.append(record)
+    if args.json:
+        print(json.dumps(records[0] if args.count == 1 else records, indent=2))
+    else:
+        for record in records:
+            print(record["link"] + (f"  (QR: {record['qr']})" if "qr" in record else ""))
+        print(f"valid until {records[0]['expires']}; each link enrols the first patient who opens it")
+    return 0
+
+
+# -- init ----------------------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    import shutil
+
+    from bot.config import DEFAULT_CONTENT_DIR, demo_config_text
+
+    folder: Path = args.folder
+    config_file = folder / "config.yaml"
+    content = folder / "faq"
+    if config_file.exists() or content.exists():
+        raise UserError(f"{folder} already has a config.yaml or faq/: nothing was overwritten")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(DEFAULT_CONTENT_DIR, content)
+        config_file.write_text(demo_config_text(), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot be written ({exc.strerror})") from None
+    print(f"wrote {config_file} and {content}/")
+    print(f"next: edit the clinic: section of {config_file}, then run: aftercare --config {config_file} check")
+    return 0

@@ -28,11 +28,15 @@ from pydantic import (
 )
 
 from bot.core.hours import WEEKDAYS, OpeningHours, opening_hours, parse_spans
+from bot.core.plans import NO_QUIET_HOURS, QuietHours, parse_clock, parse_duration
 from bot.core.problems import InvalidContent, Problem
+from bot.core.recovery import Schedule
 from bot.core.yamlsource import load_yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONTENT_DIR = REPO_ROOT / "faq"
+PACKAGE = Path(__file__).resolve().parent
+# In a checkout the content is `faq/` beside the package; installed, it is the package's `content`.
+DEFAULT_CONTENT_DIR = PACKAGE.parent / "faq" if (PACKAGE.parent / "faq" / "topics.yaml").is_file() else PACKAGE / "content"
+EXAMPLE_CONFIG = PACKAGE / "config.example.yaml"
 TELEGRAM_API_URL = "https://api.telegram.org/bot"
 
 # Environment variables that override the file (documented in config.example.yaml).
@@ -141,7 +145,6 @@ class ClinicConfig(_Strict):
         }
         return {key: _localised(value, lang, default_lang) for key, value in fields.items()}
 
-
     def emergency(self) -> LocalisedText:
         return self.emergency_number if self.emergency_number is not None else COUNTRY_LINES[self.country][0]
 
@@ -172,6 +175,39 @@ class TelegramConfig(_Strict):
     poll_timeout: int = Field(default=30, ge=0)
     max_messages_per_second: float = Field(default=0, ge=0)
     webhook: WebhookConfig = WebhookConfig()
+    # The bot's @username, for invite links (t.me/<username>?start=...); `run` learns it from Telegram.
+    bot_username: str | None = None
+
+
+class RemindersConfig(_Strict):
+    """When recovery reminders may go out, and for how long a late one is still worth sending."""
+
+    quiet_hours: str = "21:00-08:00"  # local time of the patient; "" = none
+    default_late: str = "6h"  # a step's own `late:` in plans.yaml wins
+    invite_valid_days: int = Field(default=14, ge=1, le=365)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _valid_quiet(cls, value: str) -> str:
+        if value.strip():
+            start, _, end = value.partition("-")
+            parse_clock(start)
+            parse_clock(end)
+        return value
+
+    @field_validator("default_late")
+    @classmethod
+    def _valid_late(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def timing(self) -> Schedule:
+        quiet = NO_QUIET_HOURS
+        if self.quiet_hours.strip():
+            start, _, end = self.quiet_hours.partition("-")
+            quiet = QuietHours(parse_clock(start), parse_clock(end))
+        return Schedule(quiet, parse_duration(self.default_late))
 
 
 class Config(_Strict):
@@ -184,6 +220,7 @@ class Config(_Strict):
     invite_secret: OptionalSecret = None
     retention_days: int = Field(default=180, ge=1)
     telegram: TelegramConfig = TelegramConfig()
+    reminders: RemindersConfig = RemindersConfig()
 
     @field_validator("timezone")
     @classmethod
@@ -214,6 +251,12 @@ class Config(_Strict):
 
     def facts(self, lang: str) -> dict[str, str]:
         return self.clinic.facts(lang, self.default_language)
+
+
+def demo_config_text() -> str:
+    """The annotated example config (`config.example.yaml`), for `aftercare init`: content in ./faq."""
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+    return re.sub(r"(?m)^content_dir: .*$", "content_dir: faq", text)
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -8,6 +8,8 @@ import os
 import pickle
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +21,7 @@ from bot.core.conversation import Assistant
 from bot.core.dialogue import Dialogue
 from bot.core.invites import InviteCodec
 from bot.core.matcher import SemanticIndex, documents
+from bot.core.plans import load_plans
 from bot.core.problems import InvalidContent, Problem, errors
 from bot.core.safety import classifier
 from bot.core.safety.classifier import Model, Report
@@ -42,6 +45,14 @@ def config_path(explicit: str | None) -> Path | None:
     return local if local.is_file() else None
 
 
+def check_config(explicit_config: str | None) -> tuple[Config, Path | None]:
+    """The config alone (no content); raises InvalidContent with its problems."""
+    path = config_path(explicit_config)
+    if path is not None and not path.is_file():
+        raise InvalidContent([Problem(str(path), None, "config file not found")])
+    return load_config(path), path
+
+
 def check(explicit_config: str | None) -> tuple[Config | None, Content | None, list[Problem]]:
     """Everything `aftercare check` reports; never raises for bad input."""
     path = config_path(explicit_config)
@@ -57,6 +68,10 @@ def check(explicit_config: str | None) -> tuple[Config | None, Content | None, l
         where = str(config.content_dir / config.default_language / "ui.yaml")
         problems.append(Problem(where, None, "no 'staff' texts in any language: the staff chat needs them"))
         content = None
+    if content is not None:
+        plans, plan_problems = load_plans(config.content_dir, config.languages, facts, content_facts=content.facts)
+        problems.extend(plan_problems)
+        content = replace(content, plans=plans) if plans is not None else None
     return config, content, problems
 
 
@@ -70,6 +85,7 @@ def load_assistant(explicit_config: str | None) -> tuple[Config, Assistant]:
     with ThreadPoolExecutor(max_workers=1) as pool:
         encoder = pool.submit(load_encoder)
         assistant = Assistant(content, facts, config.default_language)
+        assistant.plans_enabled = content.plans is not None
         index = semantic_index(content, encoder.result())
         assistant.matcher.attach(index)
         model, _ = safety_model(content, index)
@@ -191,7 +207,7 @@ def safety_figures(content: Content) -> Report:
     return safety_model(content, index)[1]
 
 
-def build_dialogue(config: Config, assistant: Assistant) -> Dialogue:
+def build_dialogue(config: Config, assistant: Assistant, bot_username: str | None = None) -> Dialogue:
     """The dialogue with the clinic's staff texts, time zone, opening hours and invite secret."""
     staff_lang = assistant.staff_lang
     texts = assistant.pack(staff_lang).ui.staff
@@ -203,4 +219,8 @@ def build_dialogue(config: Config, assistant: Assistant) -> Dialogue:
         timezone=config.zone,
         hours=config.hours,
         invites=invites,
+        plans=assistant.content.plans,
+        timing=config.reminders.timing,
+        bot_username=bot_username or config.telegram.bot_username,
+        invite_valid_for=timedelta(days=config.reminders.invite_valid_days),
     )

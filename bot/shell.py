@@ -16,11 +16,10 @@ from typing import TextIO
 
 from bot.config import Config
 from bot.core.conversation import Assistant, Button, Reply
-from bot.core.dialogue import (
-    RECENT_COUNT,
+from bot.core.dialogue import RECENT_COUNT, Dialogue
+from bot.core.events import (
     Channel,
     CloseHandoff,
-    Dialogue,
     Effect,
     Forget,
     Inbound,

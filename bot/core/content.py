@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -21,6 +21,9 @@ from bot.core.safety.model import MIN_EXAMPLES, PRECEDENCE, TriageFile
 from bot.core.safety.rules import check_rules
 from bot.core.text import fold
 from bot.core.yamlsource import Loc, YamlDocument, load_yaml
+
+if TYPE_CHECKING:
+    from bot.core.plans import Plans
 
 TELEGRAM_MESSAGE_LIMIT = 4096
 TITLE_LIMIT = 40
@@ -47,6 +50,13 @@ CLINIC_PLACEHOLDERS = frozenset(
 EXTRA_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "language_set": frozenset({"language"}),
     "language_unknown": frozenset({"languages"}),
+    "fallback_about": frozenset({"about"}),
+    "fallback_about_closed": frozenset({"about"}),
+    "enrol_consent": frozenset({"treatment", "date"}),
+    "enrol_pick_day": frozenset({"treatment"}),
+    "plan_item": frozenset({"when", "treatment", "text"}),
+    "timezone_set": frozenset({"zone"}),
+    "timezone_unknown": frozenset({"zone"}),
 }
 
 
@@ -115,6 +125,13 @@ class Buttons(_Strict):
     confirm_no: str
     crisis_not_safe: str
     crisis_safe: str
+    consent_yes: str
+    consent_no: str
+    my_plan: str
+    enrol: str
+    today: str
+    yesterday: str
+    days_ago: str
 
 
 class Commands(_Strict):
@@ -125,6 +142,16 @@ class Commands(_Strict):
     help: str
     stop: str
     forget: str
+    plan: str
+    timezone: str
+
+
+class Dates(_Strict):
+    """How due times read in this language: "today 20:00", "tomorrow 09:00", "Thu 04/12 10:00"."""
+
+    today: str
+    tomorrow: str
+    weekdays: tuple[str, ...] = Field(min_length=7, max_length=7)
 
 
 class Answers(_Strict):
@@ -152,11 +179,15 @@ class StaffTexts(_Strict):
     not_linked: str
     not_delivered_reason: str
     delivery_failed: str
+    checkin_alert: str
+    invite_reply: str
+    invite_usage: str
     stats: str
 
 
 STAFF_PLACEHOLDERS = frozenset(
     {"level", "patient", "language", "time", "message", "reason", "context"}
+    | {"treatment", "day", "step", "answer", "link", "expires", "when"}
     | {"patients", "answered", "fallbacks", "helpful", "unhelpful", "escalations", "failed"}
 )
 
@@ -167,6 +198,8 @@ class UiTexts(_Strict):
     help: str
     fallback: str
     fallback_closed: str
+    fallback_about: str
+    fallback_about_closed: str
     greeting_reply: str
     thanks_reply: str
     did_you_mean: str
@@ -201,6 +234,19 @@ class UiTexts(_Strict):
     not_allowed: str
     error_generic: str
     old_button: str
+    invite_expired: str
+    invite_used: str
+    enrol_consent: str
+    enrol_declined: str
+    enrol_pick_treatment: str
+    enrol_pick_day: str
+    plan_title: str
+    plan_item: str
+    plan_nothing_left: str
+    plan_footer: str
+    timezone_set: str
+    timezone_unknown: str
+    dates: Dates
     buttons: Buttons
     answers: Answers
     categories: dict[str, str]
@@ -221,6 +267,8 @@ class Text(StrEnum):
     HELP = "help"
     FALLBACK = "fallback"
     FALLBACK_CLOSED = "fallback_closed"
+    FALLBACK_ABOUT = "fallback_about"
+    FALLBACK_ABOUT_CLOSED = "fallback_about_closed"
     GREETING_REPLY = "greeting_reply"
     THANKS_REPLY = "thanks_reply"
     DID_YOU_MEAN = "did_you_mean"
@@ -255,6 +303,17 @@ class Text(StrEnum):
     NOT_ALLOWED = "not_allowed"
     ERROR_GENERIC = "error_generic"
     OLD_BUTTON = "old_button"
+    INVITE_EXPIRED = "invite_expired"
+    INVITE_USED = "invite_used"
+    ENROL_CONSENT = "enrol_consent"
+    ENROL_DECLINED = "enrol_declined"
+    ENROL_PICK_TREATMENT = "enrol_pick_treatment"
+    ENROL_PICK_DAY = "enrol_pick_day"
+    PLAN_TITLE = "plan_title"
+    PLAN_NOTHING_LEFT = "plan_nothing_left"
+    PLAN_FOOTER = "plan_footer"
+    TIMEZONE_SET = "timezone_set"
+    TIMEZONE_UNKNOWN = "timezone_unknown"
 
 
 @dataclass(frozen=True)
@@ -274,6 +333,7 @@ class Content:
     topics: TopicsFile
     packs: Mapping[str, LanguagePack]
     facts: Mapping[str, Fact] = field(default_factory=dict)
+    plans: Plans | None = None  # the recovery plans, loaded alongside (bot.core.plans)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -366,9 +426,7 @@ class _Known:
         """Every placeholder's value in `lang`, for checking texts at the length the patient sees them."""
         if clinic is None:
             return None
-        return {name: fact.text.get(lang, fact.value) for name, fact in self.facts.items()} | dict(
-            clinic.get(lang, {})
-        )
+        return {name: fact.text.get(lang, fact.value) for name, fact in self.facts.items()} | dict(clinic.get(lang, {}))
 
 
 def _parse(doc: YamlDocument, model: type[Model], problems: list[Problem]) -> Model | None:

@@ -86,6 +86,7 @@ class Assistant:
             lang: fact_values(content.facts, lang, default_lang) | dict(facts.get(lang, {})) for lang in content.packs
         }
         self.triage = Triage({lang: pack.triage for lang, pack in content.packs.items()})
+        self.plans_enabled = False  # set when recovery plans are loaded: the menu offers "My reminders"
         self.matcher = Matcher(content, semantic)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -124,10 +125,10 @@ class Assistant:
 
     def main_menu(self, lang: str) -> Keyboard:
         b = self.pack(lang).ui.buttons
-        return (
-            (Button(b.topics, cb.Menu()),),
-            (Button(b.contact, cb.Contact()), Button(b.language, cb.LanguageMenu())),
-        )
+        first: tuple[Button, ...] = (Button(b.topics, cb.Menu()),)
+        if self.plans_enabled:
+            first += (Button(b.my_plan, cb.PlanView()),)
+        return (first, (Button(b.contact, cb.Contact()), Button(b.language, cb.LanguageMenu())))
 
     def language_names(self) -> str:
         return ", ".join(f"{p.ui.language_name} ({code})" for code, p in self.content.packs.items())

@@ -12,15 +12,41 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, tzinfo
-from enum import IntEnum, StrEnum
+from dataclasses import replace
+from datetime import timedelta, tzinfo
 
 from bot.core import callbacks as cb
 from bot.core.content import Text
 from bot.core.conversation import Assistant, Button, Keyboard, Kind, Reply
+from bot.core.events import (
+    NOTHING,
+    Channel,
+    CloseHandoff,
+    Effect,
+    Forget,
+    Inbound,
+    KeepQuestion,
+    OpenHandoff,
+    PatientState,
+    Pending,
+    Priority,
+    RecordEscalation,
+    RecordEvent,
+    RecordFeedback,
+    Remember,
+    SetLanguage,
+    SetPending,
+    SetStopped,
+    ShowStats,
+    ToPatient,
+    ToStaff,
+    Turn,
+)
 from bot.core.hours import ALWAYS_OPEN, OpeningHours
 from bot.core.invites import InviteCodec
+from bot.core.plans import NO_QUIET_HOURS, Plans
+from bot.core.recovery import Schedule
+from bot.core.recovery_flow import InviteOwner, Recovery
 from bot.core.safety.model import Level
 from bot.core.safety.triage import Assessment, Outcome
 from bot.core.staff import StaffWriter
@@ -33,215 +59,8 @@ RECENT_COUNT = 3
 CONFIRM_WINDOW = timedelta(minutes=30)
 STATS_DAYS = 7
 
-PATIENT_COMMANDS = ("start", "help", "topics", "language", "contact", "stop", "forget")
-STAFF_COMMANDS = ("stats", "close")
-
-
-class Channel(StrEnum):
-    PRIVATE = "private"
-    GROUP = "group"  # a group that is not the staff chat
-    STAFF = "staff"
-
-
-class Priority(IntEnum):
-    """Order of delivery: a safety message or staff alert never waits behind a reply or a reminder."""
-
-    SAFETY = 0
-    ALERT = 1
-    REPLY = 2
-    BULK = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    user_id: int | None
-    label: str = "?"  # name and username, for the staff chat only: never stored, never logged
-    language_code: str | None = None
-    is_staff: bool = False  # one of the configured staff user ids
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyTo:
-    message_id: int
-    text: str | None = None
-    from_bot: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One thing that happened in a chat: a message, a command, a button press, an edit."""
-
-    channel: Channel
-    chat_id: int
-    sender: Sender
-    at: datetime
-    text: str = ""  # the message text or a media caption
-    command: str | None = None
-    argument: str = ""
-    pressed: bool = False  # a button press (`callback` is None when its data was not understood)
-    callback: cb.Callback | None = None
-    media: bool = False  # a sticker, photo, voice... (with `text` = its caption, if any)
-    edited: bool = False
-    mentioned: bool = False  # in a group: the bot was addressed
-    reply_to: ReplyTo | None = None
-    message_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Recent:
-    text: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A confirmation question waiting for its answer: what the patient wrote and the level it might be."""
-
-    level: Level
-    text: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PatientState:
-    chat_id: int
-    lang: str
-    known: bool = False  # the patient has a row in the store
-    stopped: bool = False
-    in_handoff: bool = False
-    recent: tuple[Recent, ...] = ()
-    pending: Pending | None = None
-
-
-# -- effects -------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SetLanguage:
-    lang: str
-
-
-@dataclass(frozen=True, slots=True)
-class SetStopped:
-    stopped: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OpenHandoff:
-    patient: int
-
-
-@dataclass(frozen=True, slots=True)
-class CloseHandoff:
-    patient: int
-
-
-@dataclass(frozen=True, slots=True)
-class Remember:
-    """Keep the message among the patient's recent ones (for triage's context; erased by /forget)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class SetPending:
-    pending: Pending | None
-
-
-@dataclass(frozen=True, slots=True)
-class RecordFeedback:
-    topic: str
-    helpful: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RecordEvent:
-    kind: str
-    topic: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KeepQuestion:
-    """A question the content could not answer well, kept (without the patient's name) for curators."""
-
-    text: str
-    lang: str
-    reason: str  # "fallback" | "unsure" | "unhelpful"
-
-
-@dataclass(frozen=True, slots=True)
-class RecordEscalation:
-    level: Level
-    kind: str = "alert"  # "alert" | "possible" | "confirmed"
-
-
-@dataclass(frozen=True, slots=True)
-class Forget:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ToStaff:
-    """A post in the staff chat; `patient` links it, so a staff reply to it reaches that patient."""
-
-    text: str
-    priority: Priority = Priority.ALERT
-    patient: int | None = None
-    close_button: bool = False
-    copy_message: int | None = None  # also copy this message of the patient's chat (a photo, a voice note)
-
-
-@dataclass(frozen=True, slots=True)
-class ToPatient:
-    """A message to a patient from the staff (a relayed reply, "conversation closed")."""
-
-    patient: int
-    text: str
-    copy_from: tuple[int, int] | None = None  # (chat, message) to copy instead of text: a staff photo
-    # Where to report delivery: the staff chat and the staff message that asked for it.
-    ack_chat: int | None = None
-    ack_message: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ShowStats:
-    """Post the statistics of the last days (the store counts them) as a reply in this chat."""
-
-    since: datetime
-
-
-Effect = (
-    SetLanguage
-    | SetStopped
-    | OpenHandoff
-    | CloseHandoff
-    | Remember
-    | SetPending
-    | RecordFeedback
-    | RecordEvent
-    | KeepQuestion
-    | RecordEscalation
-    | Forget
-    | ToStaff
-    | ToPatient
-    | ShowStats
-)
-
-
-@dataclass(frozen=True)
-class Turn:
-    replies: tuple[Reply, ...] = ()
-    effects: tuple[Effect, ...] = field(default_factory=tuple)
-    quote: bool = False  # the first reply answers the inbound message (Telegram's reply)
-
-    @property
-    def priority(self) -> Priority:
-        kinds = {reply.kind for reply in self.replies}
-        return Priority.SAFETY if kinds & {Kind.SAFETY, Kind.CONFIRM} else Priority.REPLY
-
-    def then(self, *effects: Effect) -> Turn:
-        return replace(self, effects=(*self.effects, *effects))
-
-
-NOTHING = Turn()
+PATIENT_COMMANDS = ("start", "help", "topics", "plan", "language", "contact", "timezone", "stop", "forget")
+STAFF_COMMANDS = ("stats", "close", "invite")
 
 
 class Dialogue:
@@ -255,18 +74,37 @@ class Dialogue:
         timezone: tzinfo,
         hours: OpeningHours = ALWAYS_OPEN,
         invites: InviteCodec | None = None,
+        plans: Plans | None = None,
+        timing: Schedule | None = None,
+        bot_username: str | None = None,
+        invite_valid_for: timedelta = timedelta(days=14),
     ) -> None:
         self.assistant = assistant
         self.staff = staff
         self.timezone = timezone
         self.hours = hours
         self.invites = invites
+        self.bot_username = bot_username
+        self.invite_valid_for = invite_valid_for
+        self.recovery = (
+            Recovery(assistant, plans, timing or Schedule(NO_QUIET_HOURS, timedelta(hours=6)), staff, timezone, invites)
+            if plans is not None
+            else None
+        )
         self._yes = _words(p.ui.answers.yes for p in assistant.content.packs.values())
         self._no = _words(p.ui.answers.no for p in assistant.content.packs.values())
 
     # -- the way in ----------------------------------------------------------------------------
-    def handle(self, inbound: Inbound, patient: PatientState | None = None, linked: PatientState | None = None) -> Turn:
-        """`patient`: the private chat's patient; `linked`: the patient a staff reply or button is about."""
+    def handle(
+        self,
+        inbound: Inbound,
+        patient: PatientState | None = None,
+        linked: PatientState | None = None,
+        *,
+        invite_owner: InviteOwner = lambda _nonce: None,
+    ) -> Turn:
+        """`patient`: the private chat's patient; `linked`: the patient a staff reply or button is about;
+        `invite_owner`: who already redeemed an invite (by its nonce), if anyone."""
         if inbound.channel is Channel.STAFF:
             return self._staff(inbound, linked)
         if inbound.channel is Channel.GROUP:
@@ -276,7 +114,7 @@ class Dialogue:
         if inbound.pressed:
             return self._press(inbound, patient, linked)
         if inbound.command is not None:
-            return self._command(inbound, patient)
+            return self._command(inbound, patient, invite_owner)
         if inbound.media and not inbound.text.strip():
             return self._media(inbound, patient)
         return self._message(inbound, patient)
@@ -293,6 +131,8 @@ class Dialogue:
         open_now = self.hours.is_open(inbound.at)
         reply = self.assistant.answer(text, state.lang, recent=recent, clinic_open=open_now)
         effects: list[Effect] = [*resume, Remember(text)]
+        if self.recovery is not None:
+            effects.extend(self.recovery.free_text_answers(state, inbound.at))
         if state.in_handoff:
             # The clinic team is answering: pass the words on; danger signs still get the safety message.
             effects.append(ToStaff(self.staff.relay(inbound.sender.label, text), Priority.REPLY, state.chat_id, True))
@@ -379,7 +219,7 @@ class Dialogue:
         return Turn((self.assistant.info(state.lang, Text.UNSUPPORTED_MESSAGE),), resume)
 
     # -- private chats: commands -----------------------------------------------------------------
-    def _command(self, inbound: Inbound, state: PatientState) -> Turn:
+    def _command(self, inbound: Inbound, state: PatientState, invite_owner: InviteOwner) -> Turn:
         name = inbound.command or ""
         a = self.assistant
         lang = state.lang
@@ -395,11 +235,17 @@ class Dialogue:
                 return Turn((reply,), (Remember(text), *self._consequences(inbound, state, reply, text)), quote=True)
         resume = self._resume(state)
         if name == "start":
+            if inbound.argument and self.recovery is not None:
+                return self.recovery.start(inbound, state, invite_owner).then(*resume)
             replies: list[Reply] = []
-            if inbound.argument and (self.invites is None or self.invites.decode(inbound.argument) is None):
+            if inbound.argument:
                 replies.append(a.info(lang, Text.INVITE_INVALID))
             replies.append(a.info(lang, Text.WELCOME, a.main_menu(lang)))
             return Turn(tuple(replies), resume)
+        if name == "plan" and self.recovery is not None:
+            return self.recovery.plan(inbound, state).then(*resume)
+        if name == "timezone" and self.recovery is not None:
+            return self.recovery.set_zone(inbound, state).then(*resume)
         if name == "help":
             return Turn((a.info(lang, Text.HELP),), resume)
         if name == "topics":
@@ -466,6 +312,14 @@ class Dialogue:
                 return self._confirmed(inbound, replace(state, pending=pending), danger)
             case cb.CloseHandoff():
                 return NOTHING  # a staff button pressed outside the staff chat
+            case cb.Consent(enrolment=enrolment, agreed=agreed) if self.recovery is not None:
+                return self.recovery.consent(inbound, state, enrolment, agreed)
+            case cb.CheckIn() if self.recovery is not None:
+                return self.recovery.check_in(inbound, state, callback)
+            case cb.EnrolMenu() if self.recovery is not None:
+                return self.recovery.enrol_menu(state, callback, inbound.at)
+            case cb.PlanView() if self.recovery is not None:
+                return self.recovery.plan(inbound, state)
         reply = a.navigate(callback, lang)
         if reply is None:
             return Turn((a.info(lang, Text.OLD_BUTTON, a.main_menu(lang)),))
@@ -514,6 +368,8 @@ class Dialogue:
         if inbound.command is not None:
             if inbound.command == "stats":
                 return Turn(effects=(ShowStats(inbound.at - timedelta(days=STATS_DAYS)),))
+            if inbound.command == "invite" and self.recovery is not None:
+                return self.recovery.staff_invite(inbound, self.bot_username, self.invite_valid_for)
             if inbound.command == "close":
                 if linked is None:
                     return Turn((_staff_reply(writer.texts.not_linked),), quote=True)

@@ -50,6 +50,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from bot.core.content import BUTTON_LIMIT, CLINIC_PLACEHOLDERS, TELEGRAM_MESSAGE_LIMIT, placeholders
+from bot.core.facts import Fact, check_numbers
 from bot.core.problems import Problem
 from bot.core.yamlsource import Loc, YamlDocument, load_yaml
 
@@ -300,12 +301,15 @@ def load_plans(
     facts: Mapping[str, Mapping[str, str]] | None = None,
     *,
     treatments: Collection[str] = TREATMENTS,
+    content_facts: Mapping[str, Fact] | None = None,
 ) -> tuple[Plans | None, list[Problem]]:
     """Load and validate the plans and their texts; returns them (None if there are errors) and every problem.
 
     `treatments` must each have a plan (all of TREATMENTS unless told otherwise); `facts` are the
-    clinic placeholders' values per language, to check the length of texts as patients see them.
+    clinic placeholders' values per language, to check the length of texts as patients see them;
+    `content_facts` are the facts of `facts.yaml`, usable as placeholders and checked against typed numbers.
     """
+    known = _Facts(content_facts or {})
     problems: list[Problem] = []
     doc = load_yaml(content_dir / PLANS_FILE, _rel(content_dir / PLANS_FILE), strings_only=True)
     plans, declared = _load_steps(doc, treatments, problems)
@@ -313,7 +317,10 @@ def load_plans(
     for lang in languages:
         path = content_dir / lang / PLANS_FILE
         lang_doc = load_yaml(path, _rel(path), strings_only=True)
-        texts[lang] = _load_texts(lang_doc, plans, declared, facts.get(lang) if facts else None, problems)
+        shown = dict(facts.get(lang, {})) if facts else None
+        if shown is not None:
+            shown = {n: f.text.get(lang, f.value) for n, f in known.facts.items()} | shown
+        texts[lang] = _load_texts(lang_doc, plans, declared, shown, problems, _Checker(known, lang))
     if plans is None or any(p.severity == "error" for p in problems):
         return None, problems
     return Plans(plans, texts), problems
@@ -511,6 +518,7 @@ def _load_texts(
     declared: frozenset[str],
     facts: Mapping[str, str] | None,
     problems: list[Problem],
+    checker: _Checker,
 ) -> dict[str, PlanTexts]:
     data = _mapping(doc, "names and texts", problems)
     if data is None:
@@ -528,7 +536,7 @@ def _load_texts(
             problems.append(
                 doc.problem((treatment,), f"treatment '{treatment}' has no plan in {PLANS_FILE}: unused", "warning")
             )
-        texts[treatment] = _plan_texts(doc, treatment, parsed, plan, facts, problems)
+        texts[treatment] = _plan_texts(doc, treatment, parsed, plan, facts, problems, checker)
     for treatment in sorted(declared, key=TREATMENTS.index):
         if treatment not in data:
             problems.append(doc.problem((), f"missing translation: no name and texts for treatment '{treatment}'"))
@@ -542,9 +550,12 @@ def _plan_texts(
     plan: Plan | None,
     facts: Mapping[str, str] | None,
     problems: list[Problem],
+    checker: _Checker,
 ) -> PlanTexts:
     name_loc: Loc = (treatment, "name")
-    problems.extend(_check_text(doc, name_loc, parsed.name, facts, BUTTON_LIMIT, f"name of treatment '{treatment}'"))
+    problems.extend(
+        _check_text(checker, doc, name_loc, parsed.name, facts, BUTTON_LIMIT, f"name of treatment '{treatment}'")
+    )
     steps: dict[str, StepTexts] = {}
     given: set[str] = set()
     for step_id, raw in parsed.steps.items():
@@ -562,6 +573,7 @@ def _plan_texts(
             continue
         problems.extend(
             _check_text(
+                checker,
                 doc,
                 loc if isinstance(raw, str) else (*loc, "text"),
                 entry.text,
@@ -581,11 +593,18 @@ def _plan_texts(
                 )
             problems.extend(
                 _check_text(
-                    doc, (*option_loc, "label"), option.label, facts, BUTTON_LIMIT, f"label of option '{option_id}'"
+                    checker,
+                    doc,
+                    (*option_loc, "label"),
+                    option.label,
+                    facts,
+                    BUTTON_LIMIT,
+                    f"label of option '{option_id}'",
                 )
             )
             problems.extend(
                 _check_text(
+                    checker,
                     doc,
                     (*option_loc, "reply"),
                     option.reply,
@@ -611,8 +630,28 @@ def _plan_texts(
     return PlanTexts(parsed.name, steps)
 
 
+@dataclass(frozen=True)
+class _Facts:
+    facts: Mapping[str, Fact]
+
+
+@dataclass(frozen=True)
+class _Checker:
+    """What a text may name and which numbers it must not type, in one language."""
+
+    known: _Facts
+    lang: str
+
+    @property
+    def names(self) -> frozenset[str]:
+        return CLINIC_PLACEHOLDERS | frozenset(self.known.facts)
+
+    def numbers(self, text: str) -> Iterator[str]:
+        return check_numbers(text, self.lang, self.known.facts)
+
+
 def _check_text(
-    doc: YamlDocument, loc: Loc, text: str, facts: Mapping[str, str] | None, limit: int, what: str
+    checker: _Checker, doc: YamlDocument, loc: Loc, text: str, facts: Mapping[str, str] | None, limit: int, what: str
 ) -> Iterator[Problem]:
     if not text.strip():
         yield doc.problem(loc, f"{what} is empty")
@@ -622,11 +661,13 @@ def _check_text(
     except ValueError as exc:
         yield doc.problem(loc, f"broken placeholder in {what}: {exc} (write {{{{ or }}}} for a literal brace)")
         return
-    unknown = [name for name in names if name not in CLINIC_PLACEHOLDERS]
+    unknown = [name for name in names if name not in checker.names]
     if unknown:
         yield doc.problem(loc, f"unknown placeholder {{{unknown[0]}}} in {what}")
         return
-    shown = text.format_map(dict.fromkeys(CLINIC_PLACEHOLDERS, "") | dict(facts)) if facts is not None else text
+    for message in checker.numbers(text):
+        yield doc.problem(loc, message)
+    shown = text.format_map(dict.fromkeys(checker.names, "") | dict(facts)) if facts is not None else text
     if len(shown) > limit:
         unit = "fit a button" if limit == BUTTON_LIMIT else "fit a Telegram message"
         yield doc.problem(loc, f"{what} is {len(shown)} characters; at most {limit} {unit}")

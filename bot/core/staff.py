@@ -73,6 +73,27 @@ class StaffWriter:
     def delivery_failed(self, patient: str, reason: str, context: str) -> str:
         return self._fill(self.texts.delivery_failed, patient=patient, reason=reason, context=quote(context))
 
+    def checkin(
+        self, patient: str, language: str, at: datetime, *, treatment: str, day: int, step: str, answer: str
+    ) -> str:
+        """A check-in answer that signals trouble, with the plan's context."""
+        return self._fill(
+            self.texts.checkin_alert,
+            patient=patient,
+            language=language,
+            time=f"{at:%Y-%m-%d %H:%M %Z}",
+            treatment=treatment,
+            day=str(day),
+            step=step,
+            answer=answer,
+        )
+
+    def invite(self, treatment: str, when: str, link: str, expires: str) -> str:
+        return self._fill(self.texts.invite_reply, treatment=treatment, when=when, link=link, expires=expires)
+
+    def usage(self, treatments: str) -> str:
+        return self._fill(self.texts.invite_usage, treatment=treatments)
+
     def stats(self, figures: StaffFigures) -> str:
         values = {f.name: str(getattr(figures, f.name)) for f in fields(figures)}
         return self._fill(self.texts.stats, **values)

@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.core import callbacks as cb
 from bot.core.conversation import Keyboard, Reply
-from bot.core.dialogue import Priority, ToPatient, ToStaff, Turn
+from bot.core.events import Priority, ToPatient, ToStaff, Turn
 from bot.core.text import split_message
 from bot.store.repository import Outgoing
 
@@ -122,6 +122,9 @@ def staff_messages(
     key: str, staff_chat: int, post: ToStaff, *, at: datetime, patient: int | None, close_label: str = "✅"
 ) -> list[Outgoing]:
     """A post in the staff chat, linked to its patient so a staff reply finds them."""
+    if post.qr is not None:
+        payload = {"method": "photo", "qr": post.qr, "caption": post.text[:1024]}
+        return [Outgoing(key, staff_chat, int(post.priority), NOTICE, payload, at, patient)]
     buttons = None
     if post.close_button and post.patient is not None:
         buttons = [[[close_label, cb.encode(cb.CloseHandoff(post.patient))]]]

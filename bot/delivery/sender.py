@@ -30,7 +30,7 @@ import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
 
-from bot.core.dialogue import Priority
+from bot.core.events import Priority
 from bot.core.staff import StaffWriter
 from bot.delivery.outgoing import ALERT, NOTICE, SAFETY, text_messages
 from bot.store.repository import Outgoing, Queued, Store

@@ -12,7 +12,7 @@ Every method is synchronous and short; the bot calls them from worker threads, n
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -36,11 +36,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, sessionmaker
 
-from bot.core.dialogue import (
+from bot.core.events import (
+    AnswerCheckIn,
     CloseHandoff,
+    CreateEnrolment,
+    DeclineConsent,
     Effect,
     Forget,
+    GiveConsent,
     KeepQuestion,
+    OpenCheckIn,
     OpenHandoff,
     PatientState,
     Pending,
@@ -49,10 +54,13 @@ from bot.core.dialogue import (
     RecordEvent,
     RecordFeedback,
     Remember,
+    Reschedule,
     SetLanguage,
     SetPending,
     SetStopped,
+    SetZone,
 )
+from bot.core.recovery import AGAIN, Enrolment, Reminder, Upcoming
 from bot.core.safety.model import Level
 from bot.core.staff import StaffFigures
 from bot.store.schema import create_store_engine, migrate
@@ -60,16 +68,20 @@ from bot.store.tables import (
     PATIENT_TABLES,
     TEXT_LIMIT,
     ClaimedUpdateRow,
+    EnrolmentRow,
     EscalationRow,
     EventRow,
     FeedbackRow,
     HandoffRow,
     InboxRow,
+    InviteRow,
     KeptQuestionRow,
     OutboxRow,
     PatientRow,
+    PatientZoneRow,
     PendingQuestionRow,
     RecentMessageRow,
+    ReminderRow,
     SendScopeRow,
     SettingRow,
     StaffMessageRow,
@@ -80,6 +92,8 @@ from bot.store.tables import (
 FALLBACK_KINDS = ("fallback", "unsure")
 RECENT_KEPT = 3  # a patient's recent messages kept for triage's context
 RECENT_MAX_AGE = timedelta(hours=1)
+UPCOMING_SHOWN = 20  # reminders /plan lists
+OPEN_CHECKIN = timedelta(hours=24)
 BOT_SCOPE = 0  # the send scope of the whole bot
 LEADER_LOCK = 0x61667470  # "aftp": any constant shared by every process of one bot
 
@@ -149,6 +163,25 @@ class Queued:
     patient: int | None
     created_at: datetime
     next_free: float  # the chat's pacing slot when it was claimed (epoch seconds; 0 = never paced)
+
+
+@dataclass(frozen=True, slots=True)
+class DueReminder:
+    """A reminder whose time has come, with what is needed to write it."""
+
+    key: str
+    enrolment: str
+    chat_id: int
+    step: str
+    treatment: str
+    zone: str
+    lang: str
+    checkin: bool
+    expires_at: datetime
+
+
+class InviteTaken(Exception):
+    """Another Telegram user redeemed this invite first (a race between two processes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +370,36 @@ class Store:
                     PendingQuestionRow.chat_id == chat_id
                 )
             ).one_or_none()
+            enrolments = session.execute(
+                select(
+                    EnrolmentRow.id,
+                    EnrolmentRow.treatment,
+                    EnrolmentRow.treated_at,
+                    EnrolmentRow.zone,
+                    EnrolmentRow.consent_at,
+                )
+                .where(EnrolmentRow.chat_id == chat_id, EnrolmentRow.declined_at.is_(None))
+                .order_by(EnrolmentRow.created_at)
+            ).all()
+            upcoming = session.execute(
+                select(ReminderRow.enrolment_id, ReminderRow.step, ReminderRow.due_at)
+                .where(ReminderRow.chat_id == chat_id, ReminderRow.state == "scheduled")
+                .order_by(ReminderRow.due_at)
+                .limit(UPCOMING_SHOWN)
+            ).all()
+            checkin = session.execute(
+                select(ReminderRow.enrolment_id, ReminderRow.step, ReminderRow.queued_at)
+                .where(
+                    ReminderRow.chat_id == chat_id,
+                    ReminderRow.checkin.is_(True),
+                    ReminderRow.state == "queued",
+                    ReminderRow.answered_at.is_(None),
+                    ReminderRow.queued_at >= now - OPEN_CHECKIN,
+                )
+                .order_by(ReminderRow.queued_at.desc())
+                .limit(1)
+            ).one_or_none()
+            zone = session.scalar(select(PatientZoneRow.zone).where(PatientZoneRow.chat_id == chat_id))
         known = patient is not None
         return PatientState(
             chat_id=chat_id,
@@ -346,7 +409,22 @@ class Store:
             in_handoff=handoff is not None,
             recent=tuple(Recent(text, at) for text, at in recent),
             pending=Pending(Level(pending.level), pending.text, pending.at) if pending is not None else None,
+            zone=zone,
+            enrolments=tuple(
+                Enrolment(e.id, e.treatment, e.treated_at, e.zone, e.consent_at is not None) for e in enrolments
+            ),
+            upcoming=tuple(Upcoming(u.enrolment_id, u.step, u.due_at) for u in upcoming),
+            open_checkin=(
+                OpenCheckIn(checkin.enrolment_id, checkin.step.removesuffix(f":{AGAIN}"), checkin.queued_at)
+                if checkin is not None and checkin.queued_at is not None
+                else None
+            ),
         )
+
+    def invite_owner(self, nonce: str) -> int | None:
+        """The Telegram user who redeemed an invite, or None if nobody has yet."""
+        with self._sessions.begin() as session:
+            return session.scalar(select(InviteRow.user_id).where(InviteRow.nonce == nonce))
 
     # -- a turn, in one transaction ------------------------------------------------------------
     def commit_turn(
@@ -422,8 +500,157 @@ class Store:
                     )
             case Forget():
                 self._forget(session, chat_id)
+            case CreateEnrolment():
+                self._create_enrolment(session, chat_id, effect, at)
+            case GiveConsent(enrolment=enrolment, reminders=dated):
+                session.execute(update(EnrolmentRow).where(EnrolmentRow.id == enrolment).values(consent_at=at))
+                self._schedule(session, chat_id, dated)
+            case DeclineConsent(enrolment=enrolment):
+                session.execute(update(EnrolmentRow).where(EnrolmentRow.id == enrolment).values(declined_at=at))
+            case Reschedule(enrolment=enrolment, zone=zone, reminders=dated):
+                session.execute(update(EnrolmentRow).where(EnrolmentRow.id == enrolment).values(zone=zone))
+                session.execute(
+                    delete(ReminderRow).where(ReminderRow.enrolment_id == enrolment, ReminderRow.state == "scheduled")
+                )
+                self._schedule(session, chat_id, dated)
+            case SetZone(zone=zone):
+                statement = self._insert(PatientZoneRow).values(chat_id=chat_id, zone=zone)
+                session.execute(
+                    statement.on_conflict_do_update(index_elements=[PatientZoneRow.chat_id], set_={"zone": zone})
+                )
+            case AnswerCheckIn(enrolment=enrolment, step=step):
+                key = f"{enrolment}:{step}"
+                session.execute(
+                    update(ReminderRow)
+                    .where(ReminderRow.key.in_([key, f"{key}:{AGAIN}"]), ReminderRow.answered_at.is_(None))
+                    .values(answered_at=at)
+                )
+                session.execute(
+                    update(ReminderRow)
+                    .where(ReminderRow.key == f"{key}:{AGAIN}", ReminderRow.state == "scheduled")
+                    .values(state="cancelled")
+                )
             case _:
                 pass  # messages to other chats are queued by the caller as `Outgoing`
+
+    def _create_enrolment(self, session: Session, chat_id: int, effect: CreateEnrolment, at: datetime) -> None:
+        e = effect.enrolment
+        session.execute(
+            self._insert(EnrolmentRow)
+            .values(
+                id=e.id,
+                chat_id=chat_id,
+                treatment=e.treatment,
+                treated_at=as_utc(e.treated_at),
+                zone=e.zone,
+                source=effect.source,
+                ref=effect.ref[:16],
+                created_at=at,
+            )
+            .on_conflict_do_update(index_elements=[EnrolmentRow.id], set_={"declined_at": None})
+        )
+        if effect.invite is not None and effect.user_id is not None:
+            session.execute(
+                self._insert(InviteRow)
+                .values(nonce=effect.invite, user_id=effect.user_id, chat_id=chat_id, redeemed_at=at)
+                .on_conflict_do_nothing(index_elements=[InviteRow.nonce])
+            )
+            owner = session.scalar(select(InviteRow.user_id).where(InviteRow.nonce == effect.invite))
+            if owner != effect.user_id:
+                raise InviteTaken(effect.invite)
+
+    def _schedule(self, session: Session, chat_id: int, dated: Sequence[Reminder]) -> None:
+        """Reminder rows; a key that exists already (re-enrolment, a second process) is left as it is."""
+        if not dated:
+            return
+        rows = [
+            {
+                "key": r.key,
+                "enrolment_id": r.enrolment,
+                "chat_id": chat_id,
+                "step": r.step,
+                "checkin": r.checkin,
+                "due_at": as_utc(r.due),
+                "expires_at": as_utc(r.expires),
+                "state": "scheduled",
+            }
+            for r in dated
+        ]
+        session.execute(self._insert(ReminderRow).values(rows).on_conflict_do_nothing(index_elements=[ReminderRow.key]))
+
+    # -- reminders -----------------------------------------------------------------------------
+    def dispatch_reminders(
+        self,
+        now: datetime,
+        limit: int,
+        render: Callable[[DueReminder], tuple[list[Outgoing], Reminder | None] | None],
+    ) -> tuple[int, int]:
+        """Hands due reminders to the outbox, in one transaction: (queued, missed).
+
+        A reminder later than its limit is marked missed and not sent; one of a stopped patient waits
+        (it may still go out when they write again, if it is not too late by then). `render` writes the
+        messages (and the check-in's second asking, if any): it is pure and quick.
+        """
+        now = as_utc(now)
+        candidates = (
+            select(
+                ReminderRow.key,
+                ReminderRow.enrolment_id,
+                ReminderRow.chat_id,
+                ReminderRow.step,
+                EnrolmentRow.treatment,
+                EnrolmentRow.zone,
+                PatientRow.lang,
+                ReminderRow.checkin,
+                ReminderRow.expires_at,
+            )
+            .join(EnrolmentRow, EnrolmentRow.id == ReminderRow.enrolment_id)
+            .join(PatientRow, PatientRow.chat_id == ReminderRow.chat_id)
+            .where(
+                ReminderRow.state == "scheduled",
+                ReminderRow.due_at <= now,
+                PatientRow.stopped.is_(False),
+                EnrolmentRow.consent_at.is_not(None),
+            )
+            .order_by(ReminderRow.due_at)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            candidates = candidates.with_for_update(of=ReminderRow, skip_locked=True)
+        queued = missed = 0
+        with self._sessions.begin() as session:
+            for row in session.execute(candidates).all():
+                due = DueReminder(*row)
+                rendered = None if now > as_utc(due.expires_at) else render(due)
+                if rendered is None:
+                    session.execute(update(ReminderRow).where(ReminderRow.key == due.key).values(state="missed"))
+                    missed += 1
+                    continue
+                outgoing, again = rendered
+                session.execute(
+                    update(ReminderRow).where(ReminderRow.key == due.key).values(state="queued", queued_at=now)
+                )
+                self._enqueue(session, outgoing, now)
+                if again is not None:
+                    self._schedule(session, due.chat_id, [again])
+                queued += 1
+        return queued, missed
+
+    def next_reminder_due(self) -> datetime | None:
+        with self._sessions.begin() as session:
+            return session.scalar(select(func.min(ReminderRow.due_at)).where(ReminderRow.state == "scheduled"))
+
+    def reminders_of(self, chat_id: int) -> list[tuple[str, str, datetime]]:
+        """(key, state, due) of a patient's reminders, for audits and tests."""
+        with self._sessions.begin() as session:
+            return [
+                (r.key, r.state, r.due_at)
+                for r in session.execute(
+                    select(ReminderRow.key, ReminderRow.state, ReminderRow.due_at)
+                    .where(ReminderRow.chat_id == chat_id)
+                    .order_by(ReminderRow.due_at, ReminderRow.key)
+                )
+            ]
 
     def _feedback(self, session: Session, chat_id: int, topic: str, helpful: bool, at: datetime) -> None:
         # One vote per answer and patient: pressing again changes the vote, never adds one.

@@ -253,6 +253,61 @@ class PendingQuestionRow(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class EnrolmentRow(Base):
+    """A treatment a patient gets recovery reminders for; consent is stored with its time."""
+
+    __tablename__ = "enrolments"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    treatment: Mapped[str] = mapped_column(String(40))
+    treated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    zone: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))  # invite | menu
+    ref: Mapped[str] = mapped_column(String(16), default="")  # the clinic's reference from the invite
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    consent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    declined_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ReminderRow(Base):
+    """One reminder of one enrolment; its key (`<enrolment>:<step>`) can exist once, so nothing is sent twice."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (Index("ix_reminders_due", "state", "due_at"),)
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    enrolment_id: Mapped[str] = mapped_column(String(24), index=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    step: Mapped[str] = mapped_column(String(60))
+    checkin: Mapped[bool] = mapped_column(Boolean, default=False)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    state: Mapped[str] = mapped_column(String(12), default="scheduled")  # scheduled | queued | missed | cancelled
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class InviteRow(Base):
+    """An invite link redeemed: it belongs to the first Telegram user who opened it."""
+
+    __tablename__ = "invites"
+
+    nonce: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    redeemed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PatientZoneRow(Base):
+    """A patient's own time zone for reminders (otherwise the clinic's)."""
+
+    __tablename__ = "patient_zones"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    zone: Mapped[str] = mapped_column(String(64))
+
+
 # Every table holding a patient's chat id, children first; `forget_patient` and `count_rows_for` walk it.
 PATIENT_TABLES: tuple[Table, ...] = tuple(
     Base.metadata.tables[row.__tablename__]
@@ -266,6 +321,10 @@ PATIENT_TABLES: tuple[Table, ...] = tuple(
         RecentMessageRow,
         PendingQuestionRow,
         InboxRow,
+        ReminderRow,
+        EnrolmentRow,
+        InviteRow,
+        PatientZoneRow,
         PatientRow,
     )
 )

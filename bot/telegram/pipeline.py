@@ -20,16 +20,8 @@ from typing import Any
 from telegram import Update
 
 from bot.core import callbacks as cb
-from bot.core.dialogue import (
-    Channel,
-    Dialogue,
-    Inbound,
-    PatientState,
-    Priority,
-    SetStopped,
-    ShowStats,
-    Turn,
-)
+from bot.core.dialogue import Dialogue
+from bot.core.events import Channel, Inbound, PatientState, Priority, SetStopped, ShowStats, Turn
 from bot.delivery.outgoing import ALERT, NOTICE, SAFETY, text_messages, turn_messages
 from bot.store.repository import Outgoing, Store
 from bot.telegram.translate import Blocked, Bot, Migrated, translate
@@ -100,7 +92,12 @@ class Pipeline:
             degraded = _db_error(exc)
             patient = PatientState(inbound.chat_id, self.dialogue.assistant.lang(inbound.sender.language_code))
             linked = None
-        turn = self.dialogue.handle(inbound, patient if inbound.channel is Channel.PRIVATE else None, linked)
+        turn = self.dialogue.handle(
+            inbound,
+            patient if inbound.channel is Channel.PRIVATE else None,
+            linked,
+            invite_owner=self.store.invite_owner,
+        )
         outgoing = self._outgoing(turn, inbound, update_id, now)
         if degraded:
             return Result(turn, outgoing, False, degraded, inbound.chat_id)

@@ -37,14 +37,17 @@ from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
 from bot.config import Config
+from bot.core import recovery
 from bot.core.conversation import Assistant
-from bot.core.dialogue import PATIENT_COMMANDS, Dialogue, Priority
-from bot.delivery.outgoing import SAFETY
+from bot.core.dialogue import PATIENT_COMMANDS, Dialogue
+from bot.core.events import Priority
+from bot.core.recovery import Reminder
+from bot.delivery.outgoing import REMINDER, SAFETY, keyboard, text_messages
 from bot.delivery.sender import Delivery, Fatal, Limits, Sender
 from bot.logs import setup_logging
 from bot.runtime import build_dialogue
 from bot.store import Store, open_store
-from bot.store.repository import Outgoing, StoredUpdate
+from bot.store.repository import DueReminder, Outgoing, StoredUpdate
 from bot.telegram.pipeline import STAFF_CHAT_SETTING, Pipeline, Result, StaffDesk
 from bot.telegram.translate import Bot as BotIdentity
 from bot.telegram.translate import chat_of
@@ -63,6 +66,8 @@ SAFETY_DEADLINE = 1.0  # seconds from arrival: the patient's safety message must
 ALERT_DEADLINE = 4.0  # ... and the staff alert
 MEMORY_MODE_AFTER = 20.0  # seconds of an unwritable database before updates are answered from memory
 HEALTH_EVERY = timedelta(minutes=1)
+REMINDER_TICK = timedelta(seconds=15)
+REMINDER_BATCH = 500
 MAX_ATTEMPTS = 6  # an update whose handling keeps failing for a reason of ours is set aside
 
 Context = ContextTypes.DEFAULT_TYPE
@@ -247,6 +252,7 @@ class Service:
             return EXIT_FAILED
         me = self.app.bot
         identity = BotIdentity(me.id, me.username or "")
+        self.dialogue = build_dialogue(self.config, self.assistant, identity.username)
         migrated = await self._staff_setting()
         self.staff.current = migrated
         self.pipeline = Pipeline(
@@ -349,6 +355,8 @@ class Service:
             return
         jobs.run_repeating(self._retention, interval=timedelta(hours=6), first=timedelta(minutes=1))
         jobs.run_repeating(self._health_line, interval=HEALTH_EVERY, first=timedelta(seconds=5))
+        if self.assistant.content.plans is not None:
+            jobs.run_repeating(self._dispatch_reminders, interval=REMINDER_TICK, first=timedelta(seconds=1))
 
     async def _retention(self, _context: Context) -> None:
         now = self.clock()
@@ -361,6 +369,67 @@ class Service:
             log.info("retention: deleted %d old rows", deleted)
         except Exception as exc:
             log.warning("retention: %s", type(exc).__name__)
+
+    async def _dispatch_reminders(self, _context: Context) -> None:
+        """Hand the reminders that are due to the outbox (the database is the schedule: no job per reminder)."""
+        total = 0
+        try:
+            while True:
+                queued, missed = await self.db(
+                    self.store.dispatch_reminders, self.clock(), REMINDER_BATCH, self._render_reminder
+                )
+                total += queued
+                if missed:
+                    log.info("reminders: %d missed their time (the bot was down longer than their limit)", missed)
+                if queued + missed < REMINDER_BATCH:
+                    break
+        except Exception as exc:
+            self.health.db_failed(_reason(exc))
+            return
+        if total:
+            self.sender.wake()
+
+    def _render_reminder(self, due: DueReminder) -> tuple[list[Outgoing], Reminder | None] | None:
+        plans = self.assistant.content.plans
+        if plans is None:
+            return None
+        lang = self.assistant.lang(due.lang)
+        found = recovery.message(
+            plans,
+            due.enrolment,
+            due.treatment,
+            due.step.removesuffix(f":{recovery.AGAIN}"),
+            lang,
+            self.assistant.facts(lang),
+        )
+        if found is None:
+            return None
+        text, buttons = found
+        rows = text_messages(
+            f"rem:{due.key}",
+            due.chat_id,
+            text,
+            priority=int(Priority.BULK),
+            kind=REMINDER,
+            at=self.clock(),
+            buttons=keyboard(buttons),
+            patient=due.chat_id,
+        )
+        again = None
+        if due.checkin:
+            when = recovery.asked_again(
+                plans, due.treatment, due.step, self.clock(), due.zone, self.config.reminders.timing
+            )
+            if when is not None:
+                again = Reminder(
+                    f"{due.key}:{recovery.AGAIN}",
+                    due.enrolment,
+                    f"{due.step}:{recovery.AGAIN}",
+                    when,
+                    when + self.config.reminders.timing.default_late,
+                    checkin=True,
+                )
+        return rows, again
 
     async def _health_line(self, _context: Context) -> None:
         health = self.health

@@ -9,7 +9,7 @@ from telegram import Chat, Message, MessageEntity, Update, User
 from telegram.constants import ChatMemberStatus, ChatType
 
 from bot.core import callbacks as cb
-from bot.core.dialogue import Channel, Inbound, ReplyTo, Sender
+from bot.core.events import Channel, Inbound, ReplyTo, Sender
 
 _MEDIA = (
     "photo",
