@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from bot.core.hours import WEEKDAYS, OpeningHours, opening_hours, parse_spans
-from bot.core.plans import NO_QUIET_HOURS, QuietHours, parse_clock, parse_duration
+from bot.core.plans import NO_QUIET_HOURS, TREATMENTS, QuietHours, parse_clock, parse_duration
 from bot.core.problems import InvalidContent, Problem
 from bot.core.recovery import Schedule
 from bot.core.yamlsource import load_yaml
@@ -182,6 +182,8 @@ class TelegramConfig(_Strict):
 class RemindersConfig(_Strict):
     """When recovery reminders may go out, and for how long a late one is still worth sending."""
 
+    # The treatments the clinic gives and enrols patients for: each needs a plan in plans.yaml.
+    treatments: tuple[str, ...] = TREATMENTS
     quiet_hours: str = "21:00-08:00"  # local time of the patient; "" = none
     default_late: str = "6h"  # a step's own `late:` in plans.yaml wins
     invite_valid_days: int = Field(default=14, ge=1, le=365)
@@ -193,6 +195,14 @@ class RemindersConfig(_Strict):
             start, _, end = value.partition("-")
             parse_clock(start)
             parse_clock(end)
+        return value
+
+    @field_validator("treatments")
+    @classmethod
+    def _known_treatments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in value if t not in TREATMENTS]
+        if unknown:
+            raise ValueError(f"unknown treatment '{unknown[0]}' (known: {', '.join(TREATMENTS)})")
         return value
 
     @field_validator("default_late")

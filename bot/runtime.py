@@ -62,6 +62,12 @@ def check(explicit_config: str | None) -> tuple[Config | None, Content | None, l
         config = load_config(path)
     except InvalidContent as exc:
         return None, None, exc.problems
+    content, problems = load_all_content(config)
+    return config, content, problems
+
+
+def load_all_content(config: Config) -> tuple[Content | None, list[Problem]]:
+    """The FAQ, interface texts, safety content and recovery plans the config points to, with every problem."""
     facts = {lang: config.facts(lang) for lang in config.languages}
     content, problems = load_content(config.content_dir, config.languages, facts)
     if content is not None and all(pack.ui.staff is None for pack in content.packs.values()):
@@ -69,10 +75,13 @@ def check(explicit_config: str | None) -> tuple[Config | None, Content | None, l
         problems.append(Problem(where, None, "no 'staff' texts in any language: the staff chat needs them"))
         content = None
     if content is not None:
-        plans, plan_problems = load_plans(config.content_dir, config.languages, facts, content_facts=content.facts)
+        plans, plan_problems = load_plans(
+            config.content_dir, config.languages, facts, treatments=config.reminders.treatments,
+            content_facts=content.facts,
+        )
         problems.extend(plan_problems)
         content = replace(content, plans=plans) if plans is not None else None
-    return config, content, problems
+    return content, problems
 
 
 def load_assistant(explicit_config: str | None) -> tuple[Config, Assistant]:
@@ -80,6 +89,18 @@ def load_assistant(explicit_config: str | None) -> tuple[Config, Assistant]:
     config, content, problems = check(explicit_config)
     if config is None or content is None:
         raise InvalidContent(errors(problems) or problems)
+    return config, _assistant(config, content)
+
+
+def assistant_for(config: Config) -> Assistant:
+    """The Assistant for an already loaded config; raises InvalidContent with every error found."""
+    content, problems = load_all_content(config)
+    if content is None:
+        raise InvalidContent(errors(problems) or problems)
+    return _assistant(config, content)
+
+
+def _assistant(config: Config, content: Content) -> Assistant:
     facts = {lang: config.facts(lang) for lang in config.languages}
     # Loading the sentence encoder takes most of start-up: do it on the other core meanwhile.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -90,7 +111,7 @@ def load_assistant(explicit_config: str | None) -> tuple[Config, Assistant]:
         assistant.matcher.attach(index)
         model, _ = safety_model(content, index)
         assistant.triage.attach(model, index.encoder)
-    return config, assistant
+    return assistant
 
 
 def safety_model(content: Content, index: SemanticIndex) -> tuple[Model, Report]:

@@ -1,55 +1,95 @@
-"""Shared fixtures: the fake Telegram server, an in-process request layer, and the real Application."""
+"""Shared fixtures: content, stores on SQLite and PostgreSQL, the fake Bot API, and a running service.
+
+Nothing here writes outside temporary folders: the encoder cache lives in the system's temporary
+directory (so repeated runs are fast), databases in pytest's `tmp_path`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import os
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import pytest
-from telegram import Update
-from telegram.ext import Application
-from telegram.request import BaseRequest, RequestData
 
-from bot.config import Config, load_config
-from bot.core.conversation import Assistant
-from bot.runtime import load_assistant
-from bot.store import Store, open_store
-from bot.telegram.app import build_application
-from tests.fake_telegram import FakeTelegram
+# Before anything imports the runtime: the encoder and classifier caches go to a temporary folder.
+os.environ.setdefault("AFTERCARE_CACHE_DIR", str(Path(tempfile.gettempdir()) / "aftercare-test-cache"))
 
+from bot.config import Config, load_config  # noqa: E402
+from bot.core.conversation import Assistant  # noqa: E402
+from bot.runtime import load_assistant  # noqa: E402
+from bot.store import Store, open_store  # noqa: E402
+from tests.fake_telegram import FakeTelegram  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_CONTENT = Path(__file__).parent / "fixtures" / "faq"
 STAFF_CHAT = -1001234567890
 STAFF_USER = 424242
+PG_URL = os.environ.get("AFTERCARE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("AFTERCARE_REQUIRE_POSTGRES") == "1"
 
 
-class InProcessRequest(BaseRequest):
-    """PTB's request layer answered by the fake Bot API directly, without sockets."""
+def _postgres_reason() -> str | None:
+    """None when the PostgreSQL server answers; else why its tests are skipped."""
+    try:
+        import psycopg
+        from sqlalchemy.engine import make_url
 
-    def __init__(self, fake: FakeTelegram) -> None:
-        self.fake = fake
+        dsn = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn, connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure to connect means: no server here
+        return f"{type(exc).__name__}"
 
-    async def initialize(self) -> None:
-        return None
 
-    async def shutdown(self) -> None:
-        return None
+_PG_REASON = _postgres_reason()
 
-    @property
-    def read_timeout(self) -> float | None:
-        return 5.0
 
-    async def do_request(
-        self, url: str, method: str, request_data: RequestData | None = None, *args: Any, **kwargs: Any
-    ) -> tuple[int, bytes]:
-        parts = urlsplit(url)
-        body = urlencode(request_data.json_parameters if request_data else {}).encode()
-        status, payload = await asyncio.to_thread(
-            self.fake._dispatch, "POST", parts.path, parts.query, "application/x-www-form-urlencoded", body
+def pytest_report_header(config: pytest.Config) -> str:
+    if _PG_REASON is None:
+        return f"PostgreSQL: {PG_URL.split('@')[-1]}"
+    return (
+        f"PostgreSQL: not reachable at {PG_URL.split('@')[-1]} ({_PG_REASON}): its tests are skipped. "
+        "Start a server there (or set AFTERCARE_TEST_POSTGRES_URL) to run them."
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _PG_REASON is None:
+        return
+    if REQUIRE_POSTGRES:
+        raise pytest.UsageError(
+            f"AFTERCARE_REQUIRE_POSTGRES=1 but PostgreSQL at {PG_URL.split('@')[-1]} is not reachable ({_PG_REASON})"
         )
-        return status, json.dumps(payload).encode()
+    skip = pytest.mark.skip(reason=f"no PostgreSQL server at {PG_URL.split('@')[-1]}")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+# -- content ---------------------------------------------------------------------------------------
+def fixture_config(tmp_path: Path | None = None, **environ: str) -> Config:
+    """The built-in defaults with the small test content (two topics, two plans)."""
+    env = {"AFTERCARE_INVITE_SECRET": "test-secret", **environ}
+    config = load_config(None, environ=env)
+    reminders = config.reminders.model_copy(update={"treatments": ("meso_face", "microneedling")})
+    return config.model_copy(
+        update={"content_dir": FIXTURE_CONTENT, "languages": ("en",), "default_language": "en", "reminders": reminders}
+    )
+
+
+@pytest.fixture(scope="session")
+def fixture_assistant() -> tuple[Config, Assistant]:
+    """The test content with the real encoder and classifier, loaded once (fast, and independent of curators)."""
+    from bot.runtime import assistant_for
+
+    config = fixture_config()
+    return config, assistant_for(config)
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +98,7 @@ def shipped() -> tuple[Config, Assistant]:
     return load_assistant(None)
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
-
-
+# -- stores ----------------------------------------------------------------------------------------
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     opened = open_store(f"sqlite:///{tmp_path / 'bot.db'}")
@@ -71,17 +106,79 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    dsn = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on a SQLite file and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'aftercare.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
+
+
+# -- Telegram ----------------------------------------------------------------------------------------
 @pytest.fixture
-async def app(fake: FakeTelegram, store: Store, shipped: tuple[Config, Assistant]) -> AsyncIterator[Application]:  # type: ignore[type-arg]
-    config = load_config(
-        None,
-        environ={"TELEGRAM_BOT_TOKEN": fake.token, "AFTERCARE_STAFF_CHAT_ID": str(STAFF_CHAT)},
+def fake() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as server:
+        yield server
+
+
+class RunningService:
+    """The real service in the test's event loop, talking over real HTTP to the fake Bot API."""
+
+    def __init__(self, service: Any, task: asyncio.Task[int]) -> None:
+        self.service = service
+        self.task = task
+
+    async def stop(self) -> int:
+        self.service.stop.set()
+        return await asyncio.wait_for(self.task, 20)
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    fake: FakeTelegram, store: Store, assistant: Assistant, config: Config
+) -> AsyncIterator[RunningService]:
+    from bot.telegram.service import Service
+
+    service = Service(config, assistant, store)
+    task = asyncio.create_task(service.run())
+    try:
+        await fake.wait_for_polling(timeout=20)
+    except AssertionError:
+        if task.done():
+            task.result()
+        raise
+    running = RunningService(service, task)
+    try:
+        yield running
+    finally:
+        if not task.done():
+            await running.stop()
+
+
+def service_config(fake: FakeTelegram, **overrides: Any) -> Config:
+    config = fixture_config(
+        TELEGRAM_BOT_TOKEN=fake.token,
+        AFTERCARE_TELEGRAM_API_URL=fake.base_url,
+        AFTERCARE_STAFF_CHAT_ID=str(STAFF_CHAT),
     )
-    application = build_application(config, shipped[1], store, request=InProcessRequest(fake))
-    async with application:
-        yield application
-
-
-async def deliver(app: Application, update: dict[str, Any]) -> None:  # type: ignore[type-arg]
-    """Hand one update to the application, as polling or a webhook would."""
-    await app.process_update(Update.de_json(update, app.bot))
+    telegram = config.telegram.model_copy(update={"poll_timeout": 1, "staff_user_ids": (STAFF_USER,), **overrides})
+    return config.model_copy(update={"telegram": telegram})

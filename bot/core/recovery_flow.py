@@ -173,8 +173,9 @@ class Recovery:
         a = self.assistant
         lang = state.lang
         b = a.pack(lang).ui.buttons
-        if choice.treatment is None or choice.treatment not in TREATMENTS:
-            rows: Keyboard = tuple((Button(self._name(t, lang), cb.EnrolMenu(t)),) for t in TREATMENTS)
+        if choice.treatment is None or choice.treatment not in self.plans.plans:
+            offered = [t for t in TREATMENTS if t in self.plans.plans]
+            rows: Keyboard = tuple((Button(self._name(t, lang), cb.EnrolMenu(t)),) for t in offered)
             return Turn((a.info(lang, Text.ENROL_PICK_TREATMENT, rows),))
         if choice.days_ago is None or not 0 <= choice.days_ago <= ENROL_DAYS:
             labels = [b.today, b.yesterday] + [b.days_ago.format(days=d) for d in range(2, ENROL_DAYS + 1)]

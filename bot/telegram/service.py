@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
-from telegram.request import HTTPXRequest
+from telegram.request import BaseRequest, HTTPXRequest
 
 from bot.config import Config
 from bot.core import recovery
@@ -167,7 +167,16 @@ class SafetyNet:
 
 
 class Service:
-    def __init__(self, config: Config, assistant: Assistant, store: Store) -> None:
+    def __init__(
+        self,
+        config: Config,
+        assistant: Assistant,
+        store: Store,
+        *,
+        request: BaseRequest | None = None,
+        updates_request: BaseRequest | None = None,
+    ) -> None:
+        """`request` / `updates_request` replace the HTTP layer (tests answer Bot API calls in process)."""
         self.config = config
         self.assistant = assistant
         self.store = store
@@ -182,7 +191,7 @@ class Service:
         self.exit_code = EXIT_OK
         telegram = config.telegram
         token = telegram.token.get_secret_value() if telegram.token else ""
-        request = HTTPXRequest(
+        request = request or HTTPXRequest(
             connection_pool_size=64, read_timeout=10, write_timeout=10, connect_timeout=5, pool_timeout=10
         )
         self.app: Application = (  # type: ignore[type-arg]
@@ -191,7 +200,9 @@ class Service:
             .base_url(telegram.api_url)
             .base_file_url(telegram.api_url.replace("/bot", "/file/bot"))
             .request(request)
-            .get_updates_request(HTTPXRequest(read_timeout=telegram.poll_timeout + 10, connect_timeout=5))
+            .get_updates_request(
+                updates_request or HTTPXRequest(read_timeout=telegram.poll_timeout + 10, connect_timeout=5)
+            )
             .updater(None)
             .build()
         )

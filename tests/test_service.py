@@ -1,0 +1,263 @@
+"""The real service (inbox, dialogue, outbox, sender) in the test's event loop, over HTTP to the fake Bot API.
+
+Faults are injected the way Telegram produces them; what a patient or the staff would notice is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Config
+from bot.core.conversation import Assistant
+from bot.store import Store
+from tests.conftest import STAFF_CHAT, STAFF_USER, running_service, service_config
+from tests.fake_telegram import FakeTelegram
+
+PATIENT = 5001
+OTHER = 5002
+
+
+@pytest.fixture
+def config(fake: FakeTelegram) -> Config:
+    return service_config(fake)
+
+
+def texts_to(fake: FakeTelegram, chat_id: int) -> list[str]:
+    return [m.get("text") or m.get("caption") or "" for m in fake.messages_to(chat_id)]
+
+
+async def until(condition: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_question_is_answered_and_the_update_is_stored_first(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "how long do bruises last?")
+        await until(lambda: any("bruises" in t.lower() for t in texts_to(fake, PATIENT)), what="the answer")
+        assert store.inbox_pending() == 0
+        assert store.last_update_id() is not None  # the update went through the inbox
+
+
+async def test_a_danger_sign_gets_the_safety_message_and_the_staff_alert(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "I can't breathe")
+        await until(lambda: any("emergency" in t.lower() for t in texts_to(fake, PATIENT)), what="safety message")
+        await until(lambda: any("EMERGENCY" in t for t in texts_to(fake, STAFF_CHAT)), what="staff alert")
+        alert = next(t for t in texts_to(fake, STAFF_CHAT) if "EMERGENCY" in t)
+        assert "I can't breathe" in alert
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500},
+        {"status": 502, "html": True},
+        {"drop": True},
+    ],
+    ids=["500", "502-html", "dropped"],
+)
+async def test_one_failure_on_the_safety_reply_delays_neither_reply_nor_alert(
+    fake: FakeTelegram,
+    store: Store,
+    fixture_assistant: tuple[Config, Assistant],
+    config: Config,
+    fault: dict[str, Any],
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        if fault.get("drop"):
+            fake.drop("sendMessage", chat_id=PATIENT)
+        else:
+            fake.fail("sendMessage", chat_id=PATIENT, **fault)
+        sent = time.monotonic()
+        fake.send_text(PATIENT, "I can't breathe")
+        await until(lambda: any("emergency" in t.lower() for t in texts_to(fake, PATIENT)), 5, "safety message")
+        assert time.monotonic() - sent < 1.5
+        await until(lambda: any("EMERGENCY" in t for t in texts_to(fake, STAFF_CHAT)), 5, "staff alert")
+        assert sum("emergency" in t.lower() for t in texts_to(fake, PATIENT)) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"status": 500, "times": 2}, {"status": 403, "description": "Forbidden: bot is not a member"}, {"status": 429}],
+    ids=["500-twice", "403-once", "429"],
+)
+async def test_a_staff_alert_that_fails_is_retried_until_delivered(
+    fake: FakeTelegram,
+    store: Store,
+    fixture_assistant: tuple[Config, Assistant],
+    config: Config,
+    fault: dict[str, Any],
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.fail("sendMessage", chat_id=STAFF_CHAT, **fault)
+        fake.send_text(PATIENT, "I have a fever of 39")
+        await until(lambda: any("URGENT" in t for t in texts_to(fake, STAFF_CHAT)), 8, "staff alert")
+        assert any("clinic" in t.lower() for t in texts_to(fake, PATIENT))
+
+
+async def test_a_429_on_the_staff_chat_does_not_hold_back_patients(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.fail("sendMessage", chat_id=STAFF_CHAT, status=429, retry_after=5, times=5)
+        fake.send_text(PATIENT, "I have pus")
+        fake.send_text(OTHER, "how long do bruises last?")
+        started = time.monotonic()
+        await until(lambda: any("bruises" in t.lower() for t in texts_to(fake, OTHER)), 3, "the other answer")
+        assert time.monotonic() - started < 2.0
+
+
+async def test_a_blocked_patient_is_stopped_and_nothing_is_retried(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "hi")
+        await until(lambda: bool(texts_to(fake, PATIENT)), what="greeting")
+        fake.block_chat(PATIENT)
+        fake.send_text(PATIENT, "how long do bruises last?")
+        await until(lambda: any(state == "stopped" for _, state, _ in store.messages(PATIENT)), what="stopped")
+        patient = store.get_patient(PATIENT)
+        assert patient is not None and patient.stopped
+
+
+async def test_my_chat_member_kicked_marks_the_patient_stopped_at_once(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "hi")
+        await until(lambda: bool(texts_to(fake, PATIENT)), what="greeting")
+        fake.block_chat(PATIENT, notify=True)
+        await until(lambda: bool((p := store.get_patient(PATIENT)) and p.stopped), what="stopped")
+
+
+async def test_the_same_update_delivered_twice_is_answered_once(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        update = fake.send_text(PATIENT, "how long do bruises last?", enqueue=False)
+        fake.push_twice(update)
+        await until(lambda: any("bruises" in t.lower() for t in texts_to(fake, PATIENT)), what="answer")
+        await asyncio.sleep(0.5)
+        assert sum("bruises" in t.lower() for t in texts_to(fake, PATIENT)) == 1
+
+
+async def test_a_revoked_token_stops_the_service_with_an_error(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config) as running:
+        fake.revoke_token()
+        code = await asyncio.wait_for(running.task, 20)
+    assert code != 0
+
+
+async def test_staff_reply_is_relayed_and_its_delivery_reported(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "I have pus")
+        await until(lambda: any("URGENT" in t for t in texts_to(fake, STAFF_CHAT)), what="alert")
+        alert = next(m for m in fake.messages_to(STAFF_CHAT) if "URGENT" in (m.get("text") or ""))
+        fake.reply_to_bot(STAFF_CHAT, "Please come in at 3pm", reply_to_message_id=alert["message_id"], user_id=STAFF_USER, chat_type="supergroup")
+        await until(lambda: any("3pm" in t for t in texts_to(fake, PATIENT)), what="relayed reply")
+        await until(lambda: any("✓" in t for t in texts_to(fake, STAFF_CHAT)), what="delivery note")
+
+
+async def test_a_staff_reply_that_cannot_be_delivered_says_why(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "I have pus")
+        await until(lambda: any("URGENT" in t for t in texts_to(fake, STAFF_CHAT)), what="alert")
+        alert = next(m for m in fake.messages_to(STAFF_CHAT) if "URGENT" in (m.get("text") or ""))
+        fake.block_chat(PATIENT)
+        fake.reply_to_bot(STAFF_CHAT, "Please come in", reply_to_message_id=alert["message_id"], user_id=STAFF_USER, chat_type="supergroup")
+        await until(lambda: any("blocked" in t for t in texts_to(fake, STAFF_CHAT)), what="not-delivered note")
+
+
+async def test_a_forged_staff_relay_from_a_patient_chat_reaches_nobody(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "I have pus")
+        await until(lambda: any("URGENT" in t for t in texts_to(fake, STAFF_CHAT)), what="alert")
+        before = len(texts_to(fake, PATIENT))
+        # A patient's own chat cannot act as the staff: a "close" button press forged there does nothing.
+        fake.send_text(OTHER, "hello")
+        await until(lambda: bool(texts_to(fake, OTHER)), what="greeting")
+        greeting = fake.messages_to(OTHER)[-1]
+        fake.press_button(OTHER, greeting["message_id"], f"z:{PATIENT}", strict=False)
+        fake.send_text(OTHER, "/close")
+        await asyncio.sleep(0.5)
+        assert len(texts_to(fake, PATIENT)) == before
+
+
+async def test_a_long_staff_reply_is_split(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "I have pus")
+        await until(lambda: any("URGENT" in t for t in texts_to(fake, STAFF_CHAT)), what="alert")
+        alert = next(m for m in fake.messages_to(STAFF_CHAT) if "URGENT" in (m.get("text") or ""))
+        long_reply = "\n\n".join(f"Paragraph {i}: " + "word " * 150 for i in range(8))
+        fake.reply_to_bot(STAFF_CHAT, long_reply, reply_to_message_id=alert["message_id"], user_id=STAFF_USER, chat_type="supergroup")
+        await until(lambda: sum("Paragraph" in t for t in texts_to(fake, PATIENT)) >= 2, what="split reply")
+        assert all(len(t) <= 4096 for t in texts_to(fake, PATIENT))
+
+
+@pytest.fixture
+def locker(store: Store, tmp_path: Path) -> Iterator[Any]:
+    """Holds the SQLite file's write lock from another connection, like another process would."""
+    holders: list[threading.Event] = []
+
+    def hold(seconds: float) -> None:
+        release = threading.Event()
+        holders.append(release)
+        ready = threading.Event()
+
+        def run() -> None:
+            connection = sqlite3.connect(str(tmp_path / "bot.db"), timeout=1)
+            connection.execute("BEGIN IMMEDIATE")
+            ready.set()
+            release.wait(seconds)
+            connection.rollback()
+            connection.close()
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(5)
+
+    yield hold
+    for release in holders:
+        release.set()
+
+
+async def test_a_locked_database_does_not_delay_the_safety_message(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config, locker: Any
+) -> None:
+    async with running_service(fake, store, fixture_assistant[1], config):
+        locker(8.0)
+        sent = time.monotonic()
+        fake.send_text(PATIENT, "I can't breathe")
+        await until(lambda: any("emergency" in t.lower() for t in texts_to(fake, PATIENT)), 4, "safety message")
+        assert time.monotonic() - sent < 2.5
+        await until(lambda: any("EMERGENCY" in t for t in texts_to(fake, STAFF_CHAT)), 6, "staff alert")
+        fake.send_text(OTHER, "how long do bruises last?")  # an ordinary question waits for the database
+        await until(lambda: any("bruises" in t.lower() for t in texts_to(fake, OTHER)), 20, "the delayed answer")
+        await asyncio.sleep(1.0)
+        assert sum("emergency" in t.lower() for t in texts_to(fake, PATIENT)) == 1
