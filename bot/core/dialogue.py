@@ -227,7 +227,7 @@ class Dialogue:
             if inbound.sender.is_staff and name == "stats":
                 return Turn(effects=(ShowStats(inbound.at - timedelta(days=STATS_DAYS)),))
             return Turn((a.info(lang, Text.NOT_ALLOWED),))
-        if name != "start" and inbound.argument.strip():
+        if name not in {"start", "language", "timezone"} and inbound.argument.strip():
             # "/help my throat is closing": the words after a command are read like any message first.
             reply = a.answer(inbound.argument, lang, clinic_open=self.hours.is_open(inbound.at))
             if reply.kind in {Kind.SAFETY, Kind.CONFIRM}:

@@ -35,8 +35,8 @@ MAX_UNSURE_FALSE_ALARMS = 0.08
 # `certain` must keep alerts on hard negatives at or below this share.
 MAX_CERTAIN_FALSE_ALARMS = 0.01
 # Thresholds never go below these: a model that cannot separate a level must not alert on everything.
-FLOOR_UNSURE = 0.15
-FLOOR_CERTAIN = 0.5
+FLOOR_UNSURE = 0.3
+FLOOR_CERTAIN = 0.75
 
 Vectors = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
