@@ -152,6 +152,14 @@ def test_a_typed_yes_answers_the_question(dialogue: Dialogue) -> None:
     assert turn.replies[0].kind is Kind.SAFETY and staff_posts(turn)
 
 
+def test_yes_to_are_you_safe_means_safe_and_no_means_danger(dialogue: Dialogue) -> None:
+    pending = Pending(Level.CRISIS, "I can't do this anymore", OPEN)
+    safe = dialogue.handle(say("yes", at=OPEN + timedelta(minutes=1)), state(pending=pending))
+    assert safe.replies[0].kind is Kind.INFO and not staff_posts(safe)
+    unsafe = dialogue.handle(say("no", at=OPEN + timedelta(minutes=1)), state(pending=pending))
+    assert unsafe.replies[0].kind is Kind.SAFETY and staff_posts(unsafe)
+
+
 def test_a_yes_to_a_question_we_no_longer_hold_is_still_a_danger(dialogue: Dialogue) -> None:
     turn = dialogue.handle(press(cb.Confirm(True)), state())
     assert turn.replies[0].kind is Kind.SAFETY and staff_posts(turn)

@@ -126,7 +126,9 @@ class Dialogue:
         if state.pending is not None and inbound.at - state.pending.at <= CONFIRM_WINDOW:
             answer = self._yes_or_no(text)
             if answer is not None:
-                return self._confirmed(inbound, state, answer).then(*resume)
+                # "Are you safe right now?" is asked the other way round: "yes" means safe.
+                danger = not answer if state.pending.level is Level.CRISIS else answer
+                return self._confirmed(inbound, state, danger).then(*resume)
         recent = [r.text for r in state.recent if inbound.at - r.at <= RECENT_WINDOW][-RECENT_COUNT:]
         open_now = self.hours.is_open(inbound.at)
         reply = self.assistant.answer(text, state.lang, recent=recent, clinic_open=open_now)

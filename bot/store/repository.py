@@ -843,9 +843,14 @@ class Store:
         ]
         if not rows:
             return 0
-        statement = self._insert(InboxRow).values(rows).on_conflict_do_nothing(index_elements=[InboxRow.update_id])
+        statement = (
+            self._insert(InboxRow)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[InboxRow.update_id])
+            .returning(InboxRow.id)
+        )
         with self._sessions.begin() as session:
-            return _rowcount(session.execute(statement))
+            return len(session.execute(statement).all())  # rowcount is not reliable for multi-row inserts
 
     def last_update_id(self) -> int | None:
         with self._sessions.begin() as session:
@@ -937,8 +942,10 @@ class Store:
             }
             for item in outgoing
         ]
-        statement = self._insert(OutboxRow).values(rows).on_conflict_do_nothing(index_elements=[OutboxRow.key])
-        return _rowcount(session.execute(statement))
+        statement = (
+            self._insert(OutboxRow).values(rows).on_conflict_do_nothing(index_elements=[OutboxRow.key])
+        ).returning(OutboxRow.id)
+        return len(session.execute(statement).all())
 
     def claim_messages(self, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Queued]:
         """The next message of up to `limit` chats, most urgent first, leased to `owner`.
