@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -49,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`aftercare ask --batch ... | head`): stop quietly, and keep Python's
+        # final flush of stdout from raising again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _version() -> str:
@@ -274,22 +280,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     bad: list[str] = []
     for path in args.files:
         for line_no, item in _jsonl(path):
-            triage = item.get("triage") if item else None
-            if item is None or (triage is not None and triage not in {level.value for level in Level}):
+            row = _labelled(item, f"{path.name}:{line_no}") if item else None
+            if row is None:
                 bad.append(f"{path}:{line_no}")
-                continue
-            rows.append(
-                LabelledRow(
-                    text=str(item["text"]),
-                    lang=str(item.get("lang") or ""),
-                    expect=item.get("expect"),
-                    triage=Level(triage) if triage else None,
-                    source=f"{path.name}:{line_no}",
-                    near_miss=bool(item.get("near_miss")),
-                )
-            )
+            else:
+                rows.append(row)
     for where in bad:
         print(f"{where}: skipped, not a labelled row", file=sys.stderr)
+    if not rows:
+        # A gate that scored nothing must not pass.
+        raise UserError(f"no labelled rows in {', '.join(map(str, args.files))}")
     config, assistant = load_assistant(getattr(args, "config", None))
     rows = [
         r if r.lang else LabelledRow(r.text, config.default_language, r.expect, r.triage, r.source, r.near_miss)
@@ -303,6 +303,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     scores = score_rows(rows, predict)
     _print_scores(scores, quiet=args.quiet)
     return 0 if _meets(scores, args) else 1
+
+
+def _labelled(item: dict[str, Any], source: str) -> LabelledRow | None:
+    """A labelled row from a JSONL object; None when a field has the wrong type or an unknown level."""
+    lang, expect, triage = item.get("lang"), item.get("expect"), item.get("triage")
+    if not all(value is None or isinstance(value, str) for value in (lang, expect, triage)):
+        return None
+    if triage is not None and triage not in {level.value for level in Level}:
+        return None
+    return LabelledRow(
+        text=str(item["text"]),
+        lang=lang or "",
+        expect=expect,
+        triage=Level(triage) if triage else None,
+        source=source,
+        near_miss=bool(item.get("near_miss")),
+    )
 
 
 def _print_scores(scores: dict[str, LanguageScore], quiet: bool) -> None:
@@ -377,8 +394,13 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from bot.telegram.service import run_service
+    from bot.telegram.service import preflight, run_service
 
+    config, _ = check_config(getattr(args, "config", None))
+    refusal = preflight(config)  # a missing token or webhook secret is said before seconds of loading
+    if refusal is not None:
+        print(f"aftercare run: {refusal}", file=sys.stderr)
+        return EXIT_USAGE
     config, assistant = load_assistant(getattr(args, "config", None))
     return run_service(config, assistant)
 
@@ -397,9 +419,14 @@ def _when(value: str, zone_name: str | None, default_zone: str) -> tuple[datetim
     return (moment if moment.tzinfo else moment.replace(tzinfo=zone)), zone
 
 
-def _treatment(name: str) -> str:
+def _treatment(name: str, offered: Sequence[str]) -> str:
+    """The treatment named on the command line, if the clinic offers it (it has a plan for each one it offers)."""
     if name not in TREATMENTS:
         raise UserError(f"unknown treatment '{name}'; known: {', '.join(TREATMENTS)}")
+    if name not in offered:
+        raise UserError(
+            f"'{name}' is not among this clinic's treatments ({', '.join(offered)}); see reminders.treatments"
+        )
     return name
 
 
@@ -408,7 +435,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plans = assistant.content.plans
     if plans is None:
         raise UserError("this content has no recovery plans (faq/plans.yaml)")
-    treatment = _treatment(args.treatment)
+    treatment = _treatment(args.treatment, tuple(plans.plans))
     treated_at, zone = _when(args.at, args.tz, config.timezone)
     lang = _lang_option(assistant, args.lang, config.default_language)
     timing = config.reminders.timing
@@ -451,7 +478,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
         raise UserError("set telegram.bot_username in the config (the @name of your bot): links point to it")
     if not 1 <= args.count <= 1000:
         raise UserError("--count must be between 1 and 1000")
-    treatment = _treatment(args.treatment)
+    treatment = _treatment(args.treatment, config.reminders.treatments)
     treated_at, _zone = _when(args.at, args.tz, config.timezone)
     codec = InviteCodec(config.invite_secret.get_secret_value())
     records = []

@@ -35,7 +35,9 @@ from bot.core.yamlsource import load_yaml
 
 PACKAGE = Path(__file__).resolve().parent
 # In a checkout the content is `faq/` beside the package; installed, it is the package's `content`.
-DEFAULT_CONTENT_DIR = PACKAGE.parent / "faq" if (PACKAGE.parent / "faq" / "topics.yaml").is_file() else PACKAGE / "content"
+DEFAULT_CONTENT_DIR = (
+    PACKAGE.parent / "faq" if (PACKAGE.parent / "faq" / "topics.yaml").is_file() else PACKAGE / "content"
+)
 EXAMPLE_CONFIG = PACKAGE / "config.example.yaml"
 TELEGRAM_API_URL = "https://api.telegram.org/bot"
 
@@ -46,6 +48,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "AFTERCARE_DATABASE_URL": ("database_url",),
     "AFTERCARE_STAFF_CHAT_ID": ("telegram", "staff_chat_id"),
     "AFTERCARE_INVITE_SECRET": ("invite_secret",),
+    "AFTERCARE_WEBHOOK_SECRET": ("telegram", "webhook", "secret_token"),
 }
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

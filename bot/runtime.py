@@ -76,7 +76,10 @@ def load_all_content(config: Config) -> tuple[Content | None, list[Problem]]:
         content = None
     if content is not None:
         plans, plan_problems = load_plans(
-            config.content_dir, config.languages, facts, treatments=config.reminders.treatments,
+            config.content_dir,
+            config.languages,
+            facts,
+            treatments=config.reminders.treatments,
             content_facts=content.facts,
         )
         problems.extend(plan_problems)

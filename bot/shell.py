@@ -55,7 +55,9 @@ class Shell:
         self.clock = clock
         self.state = PatientState(CHAT_ID, self.assistant.lang(lang))
         self.buttons: list[Button] = []
-        self.last_text: str | None = None  # the patient's message the last replies answered
+        # The patient's message the reply with these buttons quotes, as Telegram passes it with a press
+        # ("Ask the clinic" forwards it); None when that reply quotes nothing (a command, a menu).
+        self.quoted: str | None = None
 
     def start(self) -> None:
         self.play(self._inbound(command="start"))
@@ -68,7 +70,7 @@ class Shell:
             return False
         if line.isdigit() and 1 <= int(line) <= len(self.buttons):
             button = self.buttons[int(line) - 1]
-            reply_to = ReplyTo(0, self.last_text, True) if self.last_text else None
+            reply_to = ReplyTo(0, self.quoted) if self.quoted else None
             self.play(self._inbound(pressed=True, callback=button.callback, reply_to=reply_to))
             return True
         if line.startswith("/"):
@@ -76,7 +78,6 @@ class Shell:
             name = {"lang": "language"}.get(command.lower(), command.lower())
             self.play(self._inbound(command=name, argument=argument.strip()))
             return True
-        self.last_text = line
         self.play(self._inbound(text=line))
         return True
 
@@ -86,8 +87,9 @@ class Shell:
 
     def play(self, inbound: Inbound) -> None:
         turn = self.dialogue.handle(inbound, self.state)
-        for reply in turn.replies:
-            self.show(reply)
+        for index, reply in enumerate(turn.replies):
+            # Like Telegram: only a turn's first reply quotes the message it answers.
+            self.show(reply, quoted=inbound.text if turn.quote and index == 0 else None)
         for effect in turn.effects:
             self._perform(effect, inbound)
         self.out.flush()
@@ -119,9 +121,10 @@ class Shell:
             case KeepQuestion(reason=reason):
                 self.out.write(f"  (kept for the curators: {reason})\n")
 
-    def show(self, reply: Reply) -> None:
+    def show(self, reply: Reply, quoted: str | None = None) -> None:
         self.out.write("\n" + reply.text + "\n")
         self.buttons = [button for row in reply.buttons for button in row]
+        self.quoted = quoted or None
         for number, button in enumerate(self.buttons, 1):
             self.out.write(f"  [{number}] {button.label}\n")
 

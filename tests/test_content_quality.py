@@ -15,7 +15,7 @@ import pytest
 from bot.config import Config
 from bot.core.conversation import Assistant
 from bot.core.evaluation import LabelledRow, Prediction, score_rows
-from bot.core.triage import Level
+from bot.core.safety.model import Level
 
 DATA = Path(__file__).parent / "data"
 

@@ -68,9 +68,16 @@ def command(name: str, argument: str = "", *, at: datetime = OPEN) -> Inbound:
     return Inbound(Channel.PRIVATE, PATIENT, Sender(PATIENT, "Anna", "en"), at, command=name, argument=argument)
 
 
-def press(callback: cb.Callback | None, *, at: datetime = OPEN, user: int = PATIENT, reply_to: str | None = None) -> Inbound:
+def press(
+    callback: cb.Callback | None, *, at: datetime = OPEN, user: int = PATIENT, reply_to: str | None = None
+) -> Inbound:
     return Inbound(
-        Channel.PRIVATE, PATIENT, Sender(user, "Anna", "en"), at, pressed=True, callback=callback,
+        Channel.PRIVATE,
+        PATIENT,
+        Sender(user, "Anna", "en"),
+        at,
+        pressed=True,
+        callback=callback,
         reply_to=ReplyTo(9, reply_to, False) if reply_to else None,
     )
 
@@ -152,12 +159,15 @@ def test_a_typed_yes_answers_the_question(dialogue: Dialogue) -> None:
     assert turn.replies[0].kind is Kind.SAFETY and staff_posts(turn)
 
 
-def test_yes_to_are_you_safe_means_safe_and_no_means_danger(dialogue: Dialogue) -> None:
+def test_a_typed_answer_to_are_you_safe_gets_the_crisis_message_only_the_button_stands_down(
+    dialogue: Dialogue,
+) -> None:
     pending = Pending(Level.CRISIS, "I can't do this anymore", OPEN)
-    safe = dialogue.handle(say("yes", at=OPEN + timedelta(minutes=1)), state(pending=pending))
+    for typed in ("yes", "no"):
+        turn = dialogue.handle(say(typed, at=OPEN + timedelta(minutes=1)), state(pending=pending))
+        assert turn.replies[0].kind is Kind.SAFETY and turn.replies[0].level is Level.CRISIS, typed
+    safe = dialogue.handle(press(cb.Confirm(False), at=OPEN + timedelta(minutes=1)), state(pending=pending))
     assert safe.replies[0].kind is Kind.INFO and not staff_posts(safe)
-    unsafe = dialogue.handle(say("no", at=OPEN + timedelta(minutes=1)), state(pending=pending))
-    assert unsafe.replies[0].kind is Kind.SAFETY and staff_posts(unsafe)
 
 
 def test_a_yes_to_a_question_we_no_longer_hold_is_still_a_danger(dialogue: Dialogue) -> None:
@@ -232,16 +242,30 @@ def test_an_unknown_button_gets_the_menu(dialogue: Dialogue) -> None:
 
 
 def test_staff_reply_is_relayed_with_a_delivery_report(dialogue: Dialogue) -> None:
-    inbound = Inbound(Channel.STAFF, STAFF_CHAT, Sender(1, "Dr. B"), OPEN, text="Come at 3pm", message_id=55,
-                      reply_to=ReplyTo(44, "alert", True))
+    inbound = Inbound(
+        Channel.STAFF,
+        STAFF_CHAT,
+        Sender(1, "Dr. B"),
+        OPEN,
+        text="Come at 3pm",
+        message_id=55,
+        reply_to=ReplyTo(44, "alert", True),
+    )
     turn = dialogue.handle(inbound, None, state())
     (relay,) = [e for e in turn.effects if isinstance(e, ToPatient)]
     assert relay.patient == PATIENT and "3pm" in relay.text and relay.ack_message == 55
 
 
 def test_staff_reply_to_a_post_about_nobody_says_so(dialogue: Dialogue) -> None:
-    inbound = Inbound(Channel.STAFF, STAFF_CHAT, Sender(1, "Dr. B"), OPEN, text="hello?", message_id=56,
-                      reply_to=ReplyTo(45, "stats", True))
+    inbound = Inbound(
+        Channel.STAFF,
+        STAFF_CHAT,
+        Sender(1, "Dr. B"),
+        OPEN,
+        text="hello?",
+        message_id=56,
+        reply_to=ReplyTo(45, "stats", True),
+    )
     turn = dialogue.handle(inbound, None, None)
     assert "not linked" in turn.replies[0].text
 
@@ -319,8 +343,9 @@ def test_the_same_invite_twice_enrols_once(dialogue: Dialogue, codec: InviteCode
     first = dialogue.handle(command("start", codec.encode(invite)), state())
     enrolment = next(e for e in first.effects if isinstance(e, CreateEnrolment)).enrolment
     consented = replace(enrolment, consented=True)
-    again = dialogue.handle(command("start", codec.encode(invite)), state(enrolments=(consented,)),
-                            invite_owner=lambda _n: PATIENT)
+    again = dialogue.handle(
+        command("start", codec.encode(invite)), state(enrolments=(consented,)), invite_owner=lambda _n: PATIENT
+    )
     assert not any(isinstance(e, CreateEnrolment | GiveConsent) for e in again.effects)
 
 
@@ -349,8 +374,9 @@ def test_a_check_in_answer_that_signals_trouble_alerts_staff_with_the_plan(dialo
     at = OPEN + timedelta(days=3, hours=1)
     fine = dialogue.handle(press(cb.CheckIn(enrolment.id, "checkin", "fine"), at=at), state(enrolments=(enrolment,)))
     assert not staff_posts(fine) and AnswerCheckIn(enrolment.id, "checkin", "fine") in fine.effects
-    worse = dialogue.handle(press(cb.CheckIn(enrolment.id, "checkin", "still_swollen"), at=at),
-                            state(enrolments=(enrolment,)))
+    worse = dialogue.handle(
+        press(cb.CheckIn(enrolment.id, "checkin", "still_swollen"), at=at), state(enrolments=(enrolment,))
+    )
     (alert,) = staff_posts(worse)
     assert "day 3" in alert.text and "CHECK-IN" in alert.text
     assert worse.replies[0].kind is Kind.SAFETY
@@ -377,8 +403,9 @@ def test_a_new_time_zone_reschedules_the_plan(dialogue: Dialogue) -> None:
 
 
 def test_staff_can_create_an_invite_with_a_qr_code(dialogue: Dialogue) -> None:
-    inbound = Inbound(Channel.STAFF, STAFF_CHAT, Sender(1, "Dr. B"), OPEN, command="invite",
-                      argument="meso_face today 15:30")
+    inbound = Inbound(
+        Channel.STAFF, STAFF_CHAT, Sender(1, "Dr. B"), OPEN, command="invite", argument="meso_face today 15:30"
+    )
     (post,) = staff_posts(dialogue.handle(inbound))
     assert post.qr is not None and post.qr.startswith("https://t.me/clinic_bot?start=") and post.qr in post.text
     bad = Inbound(Channel.STAFF, STAFF_CHAT, Sender(1, "Dr. B"), OPEN, command="invite", argument="facelift")

@@ -174,7 +174,13 @@ async def test_staff_reply_is_relayed_and_its_delivery_reported(
         fake.send_text(PATIENT, "I have pus")
         await until(lambda: any("URGENT" in t for t in texts_to(fake, STAFF_CHAT)), what="alert")
         alert = next(m for m in fake.messages_to(STAFF_CHAT) if "URGENT" in (m.get("text") or ""))
-        fake.reply_to_bot(STAFF_CHAT, "Please come in at 3pm", reply_to_message_id=alert["message_id"], user_id=STAFF_USER, chat_type="supergroup")
+        fake.reply_to_bot(
+            STAFF_CHAT,
+            "Please come in at 3pm",
+            reply_to_message_id=alert["message_id"],
+            user_id=STAFF_USER,
+            chat_type="supergroup",
+        )
         await until(lambda: any("3pm" in t for t in texts_to(fake, PATIENT)), what="relayed reply")
         await until(lambda: any("✓" in t for t in texts_to(fake, STAFF_CHAT)), what="delivery note")
 
@@ -187,7 +193,13 @@ async def test_a_staff_reply_that_cannot_be_delivered_says_why(
         await until(lambda: any("URGENT" in t for t in texts_to(fake, STAFF_CHAT)), what="alert")
         alert = next(m for m in fake.messages_to(STAFF_CHAT) if "URGENT" in (m.get("text") or ""))
         fake.block_chat(PATIENT)
-        fake.reply_to_bot(STAFF_CHAT, "Please come in", reply_to_message_id=alert["message_id"], user_id=STAFF_USER, chat_type="supergroup")
+        fake.reply_to_bot(
+            STAFF_CHAT,
+            "Please come in",
+            reply_to_message_id=alert["message_id"],
+            user_id=STAFF_USER,
+            chat_type="supergroup",
+        )
         await until(lambda: any("blocked" in t for t in texts_to(fake, STAFF_CHAT)), what="not-delivered note")
 
 
@@ -216,7 +228,9 @@ async def test_a_long_staff_reply_is_split(
         await until(lambda: any("URGENT" in t for t in texts_to(fake, STAFF_CHAT)), what="alert")
         alert = next(m for m in fake.messages_to(STAFF_CHAT) if "URGENT" in (m.get("text") or ""))
         long_reply = "\n\n".join(f"Paragraph {i}: " + "word " * 150 for i in range(8))
-        fake.reply_to_bot(STAFF_CHAT, long_reply, reply_to_message_id=alert["message_id"], user_id=STAFF_USER, chat_type="supergroup")
+        fake.reply_to_bot(
+            STAFF_CHAT, long_reply, reply_to_message_id=alert["message_id"], user_id=STAFF_USER, chat_type="supergroup"
+        )
         await until(lambda: sum("Paragraph" in t for t in texts_to(fake, PATIENT)) >= 2, what="split reply")
         assert all(len(t) <= 4096 for t in texts_to(fake, PATIENT))
 

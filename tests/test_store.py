@@ -72,7 +72,9 @@ def run_together(count: int, work: Callable[[int], T]) -> list[T]:
 
 
 def message(key: str, chat: int, *, priority: int = 2, minutes: float = 0) -> Outgoing:
-    return Outgoing(key, chat, priority, "reply", {"method": "send", "text": key}, at(minutes), chat if chat > 0 else None)
+    return Outgoing(
+        key, chat, priority, "reply", {"method": "send", "text": key}, at(minutes), chat if chat > 0 else None
+    )
 
 
 # -- schema ----------------------------------------------------------------------------------------
@@ -115,10 +117,15 @@ def test_two_processes_never_claim_the_same_update(db: Store) -> None:
 def test_a_turn_is_committed_all_or_nothing(db: Store) -> None:
     db.store_updates([(20, ALICE, '{"text": "hi"}')], at())
     (update,) = db.claim_updates("p", at(), timedelta(seconds=30), 1)
-    effects = (SetLanguage("it"), RecordEvent("answer", "bruising"), Remember("hi"),
-               SetPending(Pending(Level.URGENT, "pus?", at())))
-    queued = db.commit_turn(chat_id=ALICE, lang="en", effects=effects, outgoing=[message("u20:r0", ALICE)], at=at(),
-                            update_row=update.id)
+    effects = (
+        SetLanguage("it"),
+        RecordEvent("answer", "bruising"),
+        Remember("hi"),
+        SetPending(Pending(Level.URGENT, "pus?", at())),
+    )
+    queued = db.commit_turn(
+        chat_id=ALICE, lang="en", effects=effects, outgoing=[message("u20:r0", ALICE)], at=at(), update_row=update.id
+    )
     assert queued == 1
     state = db.patient_state(ALICE, lang="en", now=at(1), idle=timedelta(hours=1))
     assert state.lang == "it" and state.recent[0].text == "hi" and state.pending is not None
@@ -129,22 +136,35 @@ def test_a_turn_is_committed_all_or_nothing(db: Store) -> None:
 
 def test_a_turn_that_fails_leaves_nothing_behind(db: Store) -> None:
     enrolment = Enrolment("e1", "meso_face", at(), "Europe/Rome", False)
-    db.commit_turn(chat_id=ALICE, lang="en", effects=(CreateEnrolment(enrolment, "invite", "", "n1", ALICE),),
-                   outgoing=[], at=at())
+    db.commit_turn(
+        chat_id=ALICE, lang="en", effects=(CreateEnrolment(enrolment, "invite", "", "n1", ALICE),), outgoing=[], at=at()
+    )
     with pytest.raises(InviteTaken):
         db.commit_turn(
-            chat_id=BOB, lang="en",
-            effects=(RecordEvent("answer"), CreateEnrolment(Enrolment("e2", "meso_face", at(), "Europe/Rome", False),
-                                                           "invite", "", "n1", BOB)),
-            outgoing=[message("bob:1", BOB)], at=at(),
+            chat_id=BOB,
+            lang="en",
+            effects=(
+                RecordEvent("answer"),
+                CreateEnrolment(Enrolment("e2", "meso_face", at(), "Europe/Rome", False), "invite", "", "n1", BOB),
+            ),
+            outgoing=[message("bob:1", BOB)],
+            at=at(),
         )
     assert db.count_rows_for(BOB) == 0 and db.invite_owner("n1") == ALICE
 
 
 # -- the outbox -----------------------------------------------------------------------------------------
 def test_messages_go_one_at_a_time_per_chat_most_urgent_first(db: Store) -> None:
-    db.enqueue([message("a1", ALICE), message("a2", ALICE), message("alert", STAFF, priority=1),
-                message("bulk", BOB, priority=3), message("safety", BOB, priority=0)], at())
+    db.enqueue(
+        [
+            message("a1", ALICE),
+            message("a2", ALICE),
+            message("alert", STAFF, priority=1),
+            message("bulk", BOB, priority=3),
+            message("safety", BOB, priority=0),
+        ],
+        at(),
+    )
     batch = db.claim_messages("p", at(), timedelta(seconds=30), 10)
     assert [m.key for m in batch] == ["safety", "alert", "a1"]
     for queued in batch:
@@ -186,10 +206,17 @@ def test_forget_deletes_every_row_about_the_patient(db: Store) -> None:
     reminder = Reminder("e3:first_care", "e3", "first_care", at(60), at(240))
     db.store_updates([(30, ALICE, '{"message": "secret"}')], at())
     db.commit_turn(
-        chat_id=ALICE, lang="en",
-        effects=(RecordEvent("answer"), KeepQuestion("q", "en", "fallback"), RecordEscalation(Level.URGENT),
-                 Remember("my words"), OpenHandoff(ALICE), CreateEnrolment(enrolment, "invite", "", "n3", ALICE),
-                 GiveConsent("e3", (reminder,))),
+        chat_id=ALICE,
+        lang="en",
+        effects=(
+            RecordEvent("answer"),
+            KeepQuestion("q", "en", "fallback"),
+            RecordEscalation(Level.URGENT),
+            Remember("my words"),
+            OpenHandoff(ALICE),
+            CreateEnrolment(enrolment, "invite", "", "n3", ALICE),
+            GiveConsent("e3", (reminder,)),
+        ),
         outgoing=[message("x", ALICE), Outgoing("staff", STAFF, 1, "alert", {"text": "about Alice"}, at(), ALICE)],
         at=at(),
     )
@@ -227,11 +254,15 @@ def render(due: DueReminder) -> tuple[list[Outgoing], Reminder | None]:
 
 
 def test_due_reminders_go_to_the_outbox_once_and_late_ones_are_missed(db: Store) -> None:
-    _enrol(db, ALICE, (
-        Reminder("e9:first_care", "e9", "first_care", at(60), at(120)),
-        Reminder("e9:evening", "e9", "evening", at(600), at(700)),
-        Reminder("e9:checkin", "e9", "checkin", at(3000), at(4000), checkin=True),
-    ))
+    _enrol(
+        db,
+        ALICE,
+        (
+            Reminder("e9:first_care", "e9", "first_care", at(60), at(120)),
+            Reminder("e9:evening", "e9", "evening", at(600), at(700)),
+            Reminder("e9:checkin", "e9", "checkin", at(3000), at(4000), checkin=True),
+        ),
+    )
     assert db.dispatch_reminders(at(30), 100, render) == (0, 0)
     assert db.dispatch_reminders(at(61), 100, render) == (1, 0)
     assert db.dispatch_reminders(at(62), 100, render) == (0, 0)  # never twice
@@ -259,9 +290,18 @@ def test_enrolling_again_never_duplicates_a_reminder(db: Store) -> None:
 def test_two_dispatchers_at_once_send_each_reminder_once(db: Store) -> None:
     for chat in range(3000, 3040):
         enrolment = Enrolment(f"e{chat}", "meso_face", at(), "Europe/Rome", False)
-        db.commit_turn(chat_id=chat, lang="en", effects=(CreateEnrolment(enrolment, "menu"),
-                       GiveConsent(enrolment.id, (Reminder(f"e{chat}:first_care", enrolment.id, "first_care", at(1),
-                                                           at(600)),))), outgoing=[], at=at())
+        db.commit_turn(
+            chat_id=chat,
+            lang="en",
+            effects=(
+                CreateEnrolment(enrolment, "menu"),
+                GiveConsent(
+                    enrolment.id, (Reminder(f"e{chat}:first_care", enrolment.id, "first_care", at(1), at(600)),)
+                ),
+            ),
+            outgoing=[],
+            at=at(),
+        )
     results = run_together(3, lambda _i: db.dispatch_reminders(at(2), 100, render))
     assert sum(q for q, _ in results) == 40
     assert len(db.messages(state="pending")) == 40

@@ -126,8 +126,9 @@ class Dialogue:
         if state.pending is not None and inbound.at - state.pending.at <= CONFIRM_WINDOW:
             answer = self._yes_or_no(text)
             if answer is not None:
-                # "Are you safe right now?" is asked the other way round: "yes" means safe.
-                danger = not answer if state.pending.level is Level.CRISIS else answer
+                # A typed "yes"/"no" to "Are you safe right now?" is ambiguous across languages ("yes, I'm safe" or
+                # "yes, it's bad"): for a possible crisis only the "I'm safe" button stands down.
+                danger = True if state.pending.level is Level.CRISIS else answer
                 return self._confirmed(inbound, state, danger).then(*resume)
         recent = [r.text for r in state.recent if inbound.at - r.at <= RECENT_WINDOW][-RECENT_COUNT:]
         open_now = self.hours.is_open(inbound.at)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Db = Callable[..., Awaitable[Any]]
 
-LEASE = timedelta(seconds=60)
+LEASE = timedelta(seconds=45)  # longer than one send with its timeouts
 BATCH = 50
 IDLE_WAIT = 0.25  # seconds between looks at the queue when nothing woke the sender
 # Attempts before a message counts as failed, and the backoff cap (seconds), per kind.
@@ -290,6 +290,7 @@ class Sender:
             pace=pace,
             link=link,
             follow_up=follow,
+            erase=bool(message.payload.get("erase")),
         )
         self.on_delivery(Delivery(message.key, message.kind, message.chat_id, True))
 

@@ -852,6 +852,25 @@ class Store:
         with self._sessions.begin() as session:
             return len(session.execute(statement).all())  # rowcount is not reliable for multi-row inserts
 
+    def release_leases(self) -> int:
+        """At start-up of the only process (SQLite): what a killed predecessor had claimed is free again."""
+        with self._sessions.begin() as session:
+            freed = _rowcount(
+                session.execute(
+                    update(InboxRow)
+                    .where(InboxRow.done.is_(False), InboxRow.lease_until.is_not(None))
+                    .values(lease_owner=None, lease_until=None)
+                )
+            )
+            freed += _rowcount(
+                session.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.state == "pending", OutboxRow.lease_until.is_not(None))
+                    .values(lease_owner=None, lease_until=None)
+                )
+            )
+        return freed
+
     def last_update_id(self) -> int | None:
         with self._sessions.begin() as session:
             return session.scalar(select(func.max(InboxRow.update_id)))
@@ -1041,18 +1060,27 @@ class Store:
         pace: tuple[int, float] | None = None,
         link: tuple[int, int, int] | None = None,
         follow_up: Sequence[Outgoing] = (),
+        erase: bool = False,
     ) -> None:
         """Records a delivery: the message's Telegram id, the chat's next free slot (`pace`: chat, epoch),
         the staff-post link (`link`: staff chat, message, patient) and messages that follow from it."""
         at = as_utc(at)
         with self._sessions.begin() as session:
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id == row_id)
-                .values(
-                    state="sent", sent_at=at, message_id=message_id, lease_owner=None, lease_until=None, payload="{}"
+            if erase:  # the reply to /forget: once delivered, no trace of the patient is left
+                session.execute(delete(OutboxRow).where(OutboxRow.id == row_id))
+            else:
+                session.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.id == row_id)
+                    .values(
+                        state="sent",
+                        sent_at=at,
+                        message_id=message_id,
+                        lease_owner=None,
+                        lease_until=None,
+                        payload="{}",
+                    )
                 )
-            )
             if pace is not None:
                 self._pace(session, *pace)
             if link is not None:

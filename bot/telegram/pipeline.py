@@ -21,7 +21,7 @@ from telegram import Update
 
 from bot.core import callbacks as cb
 from bot.core.dialogue import Dialogue
-from bot.core.events import Channel, Inbound, PatientState, Priority, SetStopped, ShowStats, Turn
+from bot.core.events import Channel, Forget, Inbound, PatientState, Priority, SetStopped, ShowStats, Turn
 from bot.delivery.outgoing import ALERT, NOTICE, SAFETY, text_messages, turn_messages
 from bot.store.repository import Outgoing, Store
 from bot.telegram.translate import Blocked, Bot, Migrated, translate
@@ -168,6 +168,9 @@ class Pipeline:
                     at=now,
                     reply_to=inbound.message_id,
                 )
+        if any(isinstance(e, Forget) for e in turn.effects):
+            for row in rows:  # "everything was deleted" must not itself stay behind once delivered
+                row.payload["erase"] = True
         # Messages already sent from memory while the database was down are not queued again.
         skip = set() if keep else self.sent_directly.pop(update_id, set())
         return [row for row in rows if row.key not in skip]

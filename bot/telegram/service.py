@@ -43,6 +43,7 @@ from bot.core.dialogue import PATIENT_COMMANDS, Dialogue
 from bot.core.events import Priority
 from bot.core.recovery import Reminder
 from bot.delivery.outgoing import REMINDER, SAFETY, keyboard, text_messages
+from bot.delivery.qr import qr_png
 from bot.delivery.sender import Delivery, Fatal, Limits, Sender
 from bot.logs import setup_logging
 from bot.runtime import build_dialogue
@@ -59,14 +60,15 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_TOKEN = 3
-INBOX_LEASE = timedelta(seconds=60)
+# A claim lapses after this: another process takes over the work of one that died (PostgreSQL).
+INBOX_LEASE = timedelta(seconds=15)
 WORKER_BATCH = 16
 IDLE_WAIT = 0.25
 SAFETY_DEADLINE = 1.0  # seconds from arrival: the patient's safety message must be out by then
 ALERT_DEADLINE = 4.0  # ... and the staff alert
 MEMORY_MODE_AFTER = 20.0  # seconds of an unwritable database before updates are answered from memory
 HEALTH_EVERY = timedelta(minutes=1)
-REMINDER_TICK = timedelta(seconds=15)
+REMINDER_TICK = timedelta(seconds=5)  # the database is the schedule: this is how often it is read
 REMINDER_BATCH = 500
 MAX_ATTEMPTS = 6  # an update whose handling keeps failing for a reason of ours is set aside
 
@@ -285,8 +287,13 @@ class Service:
             limits=_limits(self.config),
             clock=self.clock,
             on_delivery=self.net.on_delivery,
+            qr_png=qr_png,
         )
         self._install_signals()
+        if self.store.dialect == "sqlite":  # one process: a killed predecessor's claims are ours to redo now
+            freed = await self.db(self.store.release_leases)
+            if freed:
+                log.warning("resuming %d update(s) or message(s) a previous run had not finished", freed)
         await self.app.start()
         self._schedule_jobs()
         self.spawn(self._register_commands(), "command registration")
@@ -619,22 +626,28 @@ def _reason(exc: BaseException) -> str:
     return text[:160]
 
 
+def preflight(config: Config) -> str | None:
+    """Why the service cannot start with this config (before anything is loaded), or None."""
+    telegram = config.telegram
+    if telegram.token is None:
+        return (
+            "no Telegram token. Set TELEGRAM_BOT_TOKEN (from @BotFather), "
+            "or try the bot without Telegram: aftercare shell"
+        )
+    if telegram.webhook.url and telegram.webhook.secret_token is None:
+        return (
+            "a webhook needs telegram.webhook.secret_token (or AFTERCARE_WEBHOOK_SECRET): "
+            "without it anyone could send the bot forged updates."
+        )
+    return None
+
+
 def run_service(config: Config, assistant: Assistant) -> int:
     """`aftercare run`: returns the process's exit code."""
     telegram = config.telegram
-    if telegram.token is None:
-        print(
-            "aftercare run: no Telegram token. Set TELEGRAM_BOT_TOKEN (from @BotFather), "
-            "or try the bot without Telegram: aftercare shell",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    if telegram.webhook.url and telegram.webhook.secret_token is None:
-        print(
-            "aftercare run: a webhook needs telegram.webhook.secret_token (or AFTERCARE_WEBHOOK_SECRET): "
-            "without it anyone could send the bot forged updates.",
-            file=sys.stderr,
-        )
+    refusal = preflight(config)
+    if refusal is not None or telegram.token is None:
+        print(f"aftercare run: {refusal}", file=sys.stderr)
         return EXIT_CONFIG
     secrets = [telegram.token.get_secret_value()]
     if telegram.webhook.secret_token:
