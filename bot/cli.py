@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.config import Config
 from bot.core.conversation import Assistant, Kind, Reply
 from bot.core.evaluation import LabelledRow, LanguageScore, Prediction, score_rows
 from bot.core.plans import TREATMENTS, preview
 from bot.core.problems import InvalidContent, Problem
 from bot.core.safety.classifier import Report
 from bot.core.safety.model import Level
+from bot.core.safety.training import danger_questions
 from bot.runtime import check, check_config, load_assistant
 
 EXIT_USAGE = 2
@@ -171,6 +173,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if n_errors or content is None or config is None:
         print(f"{n_errors} error(s), {n_warnings} warning(s)")
         return 1
+    for lang, topic, question, level in danger_questions(content):
+        print(f"{content_file(config, lang)}: warning: the example question '{question}' of '{topic}' reports a "
+              f"danger sign ({level}): patients asking it get the safety message, never this answer")
+        n_warnings += 1
     report = safety_figures(content)
     warnings = _print_report(report)
     entries = sum(len(pack.faq.entries) for pack in content.packs.values())
@@ -180,6 +186,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{questions} example questions; {n_warnings + warnings} warning(s)"
     )
     return 0
+
+
+def content_file(config: Config, lang: str) -> str:
+    path = config.content_dir / lang / "faq.yaml"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _print_report(report: Report) -> int:

@@ -552,8 +552,9 @@ def _check_triage(
     rules: TriageFile, doc: YamlDocument, lang: str, every: Mapping[str, TriageFile]
 ) -> Iterator[Problem]:
     """Rules that compile, name known guards and pass their own examples; enough examples per level."""
-    for loc, message in check_rules(rules, lang, every):
-        yield doc.problem(tuple(str(part) if not isinstance(part, int) else part for part in loc), message)
+    for found in check_rules(rules, lang, every):
+        loc = tuple(str(part) if not isinstance(part, int) else part for part in found.loc)
+        yield doc.problem(loc, found.message, found.severity)
     for level in PRECEDENCE:
         count = rules.examples.count(level.value)
         if count < MIN_EXAMPLES:

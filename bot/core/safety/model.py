@@ -57,6 +57,8 @@ class Rule(_Strict):
     phrases: tuple[str, ...] = Field(min_length=1)
     # Guards that cancel this rule; omitted: the level's defaults (`default_guards`).
     unless: tuple[str, ...] | None = None
+    # A sign this rule finds is never certain on its own: the bot asks (plain "my lips are swollen").
+    ask: bool = False
     match: tuple[str, ...] = Field(default=(), description="messages the rule must catch")
     ignore: tuple[str, ...] = Field(default=(), description="messages the rule must not catch")
 

@@ -5,7 +5,7 @@ accents, no invisible characters), whole words only:
 
 * ``breath*``      a word starting with "breath" (breathe, breathing, breathless)
 * ``{tight*|clos*|swell*}``   one of the alternatives; an alternative may be several words
-* ``[really]``     an optional word (or ``[a bit]``, ``[{very|so}]``)
+* ``[really]``     an optional word (or ``[a bit]``, ``[very|so]``)
 * ``...``          up to four other words in between (``throat ... tight*``); a guard's words there
                    count as the sign's context ("throat is not tight" is negated)
 * ``can't``        the apostrophe is optional: also "cant"
@@ -162,6 +162,8 @@ def _alternatives(inner: str, original: str) -> str:
 def _optional(inner: str, original: str) -> str:
     if not inner.strip():
         raise PhraseError(f"empty optional part in phrase '{original}'")
+    if len(_split_top(inner)) > 1:  # [a|b]: one of them, or none
+        return _alternatives(inner, original)
     return "(?:" + _sequence(inner.strip(), original) + ")"
 
 

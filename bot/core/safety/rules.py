@@ -11,7 +11,7 @@ language the message is written in, because one language's "if" is another's eve
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,12 +45,16 @@ class _CompiledRule:
     name: str
     pattern: re.Pattern[str]
     guards: tuple[str, ...]
+    ask: bool = False
 
 
 @dataclass(frozen=True)
 class _CompiledGuard:
     guard: Guard
-    pattern: re.Pattern[str]
+    patterns: tuple[re.Pattern[str], ...]  # one per phrase: a long phrase never hides a short one
+
+    def finditer(self, text: str, start: int, end: int) -> list[re.Match[str]]:
+        return [found for pattern in self.patterns for found in pattern.finditer(text, start, end)]
 
 
 class RuleSet:
@@ -62,7 +66,7 @@ class RuleSet:
         self._screens: dict[str, re.Pattern[str]] = {}
         for lang, file in files.items():
             compiled = [
-                _CompiledRule(level, f"{lang}:{rule.id}", pattern, file.guards_of(level, rule))
+                _CompiledRule(level, f"{lang}:{rule.id}", pattern, file.guards_of(level, rule), rule.ask)
                 for level, _, rule in file.every_rule()
                 if (pattern := phrase_regex(rule.phrases)) is not None
             ]
@@ -98,9 +102,11 @@ class RuleSet:
             compiled = self._guard(rule_lang, lang, name)
             if compiled is None or not self._applies(compiled, text, start, end, clause_start, clause_end, gaps):
                 continue
-            if compiled.guard.effect == "cancel":
+            if compiled.guard.effect == "cancel" and rule.level is not Level.CRISIS:
                 return RuleHit(rule.level, rule.name, match.group(0), start, end, name, "cancel")
-            asked = asked or name
+            asked = asked or name  # words of self-harm are never explained away: at most, the bot asks
+        if rule.ask and asked is None:
+            asked = "rule"
         return RuleHit(rule.level, rule.name, match.group(0), start, end, asked, "ask" if asked else None)
 
     def _applies(
@@ -121,9 +127,9 @@ class RuleSet:
         if guard.scope == "clause":
             return any(
                 found.end() <= start or found.start() >= end or in_gap(found)
-                for found in compiled.pattern.finditer(text, clause_start, clause_end)
+                for found in compiled.finditer(text, clause_start, clause_end)
             )
-        for found in compiled.pattern.finditer(text, clause_start, end):
+        for found in compiled.finditer(text, clause_start, end):
             if in_gap(found):
                 return True
             if found.end() > start:
@@ -144,8 +150,8 @@ class RuleSet:
                 self._guard_cache[key] = None
             else:
                 phrases = [*own.phrases, *(other.phrases if other is not None else ())]
-                pattern = phrase_regex(phrases)
-                self._guard_cache[key] = _CompiledGuard(own, pattern) if pattern is not None else None
+                patterns = tuple(p for phrase in dict.fromkeys(phrases) if (p := phrase_regex([phrase])) is not None)
+                self._guard_cache[key] = _CompiledGuard(own, patterns) if patterns else None
         return self._guard_cache[key]
 
     def _clause(self, text: str, start: int, end: int, rule_lang: str, lang: str) -> tuple[int, int]:
@@ -169,6 +175,15 @@ class RuleSet:
         return self._break_cache[key]
 
 
+@dataclass(frozen=True, slots=True)
+class RuleProblem:
+    """A problem with the rules of a file, located in it, for `aftercare check`."""
+
+    loc: tuple[object, ...]
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+
 def excerpt(text: str, sign: str, limit: int = 300) -> str:
     """The sentence of the original message that holds the sign, for the staff alert (whatever the length)."""
     for sentence in _SENTENCE.split(text):
@@ -177,12 +192,10 @@ def excerpt(text: str, sign: str, limit: int = 300) -> str:
     return sign[:limit]
 
 
-def check_rules(
-    file: TriageFile, lang: str, every: Mapping[str, TriageFile]
-) -> Iterable[tuple[tuple[object, ...], str]]:
+def check_rules(file: TriageFile, lang: str, every: Mapping[str, TriageFile]) -> Iterator[RuleProblem]:
     """Problems with one language's rules: bad phrases, unknown guards, duplicates, examples that fail.
 
-    Yields (location in the file, message). Examples run through the rules of every language, as
+    Each problem has its location in the file. Examples run through the rules of every language, as
     messages do, so a rule that another language's guard breaks is found here.
     """
     seen: dict[str, tuple[object, ...]] = {}
@@ -193,44 +206,57 @@ def check_rules(
                 compile_phrase(phrase)
             except ValueError as exc:
                 broken = True
-                yield (field_name, index), f"{field_name}: {exc}"
+                yield RuleProblem((field_name, index), f"{field_name}: {exc}")
+    breaks = phrase_regex(list(file.clause_breaks)) if not broken else None
     for name, guard in file.guards.items():
         for index, phrase in enumerate(guard.phrases):
             try:
                 compile_phrase(phrase)
             except ValueError as exc:
                 broken = True
-                yield ("guards", name, "phrases", index), f"guard '{name}': {exc}"
+                yield RuleProblem(("guards", name, "phrases", index), f"guard '{name}': {exc}")
+                continue
+            if breaks is not None and breaks.search(normalise(phrase)):
+                yield RuleProblem(
+                    ("guards", name, "phrases", index),
+                    f"guard '{name}': phrase '{phrase}' contains a clause break word: a clause ends there, so the "
+                    "phrase only matches without it",
+                    "warning",
+                )
     for level in PRECEDENCE:
         for guard_name in file.default_guards.get(level, ()):
             if guard_name not in file.guards:
-                yield ("default_guards", level.value), f"unknown guard '{guard_name}' in default_guards.{level.value}"
+                yield RuleProblem(
+                    ("default_guards", level.value), f"unknown guard '{guard_name}' in default_guards.{level.value}"
+                )
     ids: set[str] = set()
     for level, index, rule in file.every_rule():
         loc: tuple[object, ...] = ("rules", level.value, index)
         if rule.id in ids:
-            yield (*loc, "id"), f"duplicate rule id '{rule.id}'"
+            yield RuleProblem((*loc, "id"), f"duplicate rule id '{rule.id}'")
         ids.add(rule.id)
         for guard_name in rule.unless or ():
             if guard_name not in file.guards:
-                yield (*loc, "unless"), f"rule '{rule.id}' names unknown guard '{guard_name}'"
+                yield RuleProblem((*loc, "unless"), f"rule '{rule.id}' names unknown guard '{guard_name}'")
         for p_index, phrase in enumerate(rule.phrases):
             try:
                 key = compile_phrase(phrase)
             except ValueError as exc:
                 broken = True
-                yield (*loc, "phrases", p_index), f"rule '{rule.id}': {exc}"
+                yield RuleProblem((*loc, "phrases", p_index), f"rule '{rule.id}': {exc}")
                 continue
             if re.fullmatch(key, ""):
-                yield (*loc, "phrases", p_index), f"rule '{rule.id}': phrase '{phrase}' matches an empty message"
+                yield RuleProblem(
+                    (*loc, "phrases", p_index), f"rule '{rule.id}': phrase '{phrase}' matches an empty message"
+                )
             if key in seen:
-                yield (
+                yield RuleProblem(
                     (*loc, "phrases", p_index),
                     f"duplicate phrase '{phrase}' (also at {'.'.join(map(str, seen[key]))})",
                 )
             seen.setdefault(key, (level.value, rule.id))
         if not rule.match:
-            yield loc, f"rule '{rule.id}' has no 'match' examples: write messages it must catch"
+            yield RuleProblem(loc, f"rule '{rule.id}' has no 'match' examples: write messages it must catch")
     if broken:
         return  # the examples run once every phrase compiles
     try:
@@ -240,9 +266,13 @@ def check_rules(
             name = f"{lang}:{rule.id}"
             for e_index, message in enumerate(rule.match):
                 if not any(h.rule == name and h.counts for h in engine.hits(message, lang)):
-                    yield (*loc, "match", e_index), f"rule '{rule.id}' does not catch its example '{message}'"
+                    yield RuleProblem(
+                        (*loc, "match", e_index), f"rule '{rule.id}' does not catch its example '{message}'"
+                    )
             for e_index, message in enumerate(rule.ignore):
                 if any(h.rule == name and h.counts for h in engine.hits(message, lang)):
-                    yield (*loc, "ignore", e_index), f"rule '{rule.id}' catches '{message}', which it must not"
+                    yield RuleProblem(
+                        (*loc, "ignore", e_index), f"rule '{rule.id}' catches '{message}', which it must not"
+                    )
     except ValueError as exc:  # another language's phrases are broken: reported in its own file
-        yield (), f"rule examples not checked: {exc}"
+        yield RuleProblem((), f"rule examples not checked: {exc}")

@@ -6,6 +6,7 @@ import numpy as np
 
 from bot.core.content import Content
 from bot.core.safety.classifier import LABELS, TrainingSet
+from bot.core.safety.rules import RuleSet
 
 
 def training_set(content: Content) -> TrainingSet:
@@ -20,6 +21,7 @@ def training_set(content: Content) -> TrainingSet:
     langs: list[str] = []
     hard: list[bool] = []
     group = 0
+    reported = {question for _, _, question, _ in danger_questions(content)}
     for lang, pack in content.packs.items():
         for label_index, label in enumerate(LABELS):
             for paraphrases in pack.triage.examples.groups(label):
@@ -32,6 +34,8 @@ def training_set(content: Content) -> TrainingSet:
                     hard.append(True)
         everyday = [q for entry in pack.faq.entries for q in entry.questions] + list(pack.out_of_scope.questions)
         for text in everyday:
+            if text in reported:
+                continue  # a question that reports danger is not a calm example, whatever topic it sits under
             group += 1
             texts.append(text)
             labels.append(0)
@@ -45,3 +49,20 @@ def training_set(content: Content) -> TrainingSet:
         tuple(langs),
         np.array(hard, dtype=np.bool_),
     )
+
+
+def danger_questions(content: Content) -> list[tuple[str, str, str, str]]:
+    """FAQ example questions the rules read as a certain danger sign: (lang, topic, question, level).
+
+    Such a question never reaches its FAQ answer (triage runs first), and it must not teach the
+    classifier that danger sounds calm; `aftercare check` lists them for curators.
+    """
+    rules = RuleSet({lang: pack.triage for lang, pack in content.packs.items()})
+    found = []
+    for lang, pack in content.packs.items():
+        for entry in pack.faq.entries:
+            for question in entry.questions:
+                hit = next((h for h in rules.hits(question, lang) if h.effect is None), None)
+                if hit is not None:
+                    found.append((lang, entry.id, question, hit.level.value))
+    return found

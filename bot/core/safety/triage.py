@@ -134,6 +134,12 @@ class Triage:
         if semantic is not None and self.model is not None:
             thresholds = self.model.thresholds
             for level in PRECEDENCE:  # crisis first, then the stricter of emergency and urgent
+                # A sign a guard explained ("no fever") leaves the classifier at most a question.
+                explained = level is not Level.CRISIS and level in cancelled and level not in {h.level for h in asked}
+                if semantic.scores[level] >= thresholds[level].certain and explained:
+                    return Assessment(
+                        Outcome.UNSURE, level, semantic.segments[level][:300], "semantic", semantic.scores[level]
+                    )
                 if semantic.scores[level] >= thresholds[level].certain:
                     return Assessment(
                         Outcome.CERTAIN, level, semantic.segments[level][:300], "semantic", semantic.scores[level]
