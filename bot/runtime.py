@@ -120,16 +120,9 @@ def _assistant(config: Config, content: Content) -> Assistant:
 def safety_model(content: Content, index: SemanticIndex) -> tuple[Model, Report]:
     """The triage classifier and its cross-validated figures, trained once per content and cached by its hash."""
     data = training_set(content)
-    settings = (
-        classifier.ITERATIONS,
-        classifier.LEARNING_RATE,
-        classifier.L2,
-        classifier.FOLDS,
-        classifier.MAX_UNSURE_FALSE_ALARMS,
-        classifier.MAX_CERTAIN_FALSE_ALARMS,
-        classifier.FLOOR_UNSURE,
-        classifier.FLOOR_CERTAIN,
-        tuple(sorted(classifier.RECALL_TARGET.items())),
+    # Every setting that changes the model is part of the cache key.
+    settings = tuple(
+        (name, getattr(classifier, name)) for name in dir(classifier) if name.isupper() and not name.startswith("_")
     )
     key = "\x1f".join(
         [

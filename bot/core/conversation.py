@@ -193,8 +193,12 @@ class Assistant:
                 self.text(lang, Text.DID_YOU_MEAN), Kind.UNSURE, lang, rows, None, match.score, match.candidates
             )
         rows = ((Button(b.ask_clinic, cb.Handoff()),), (Button(b.topics, cb.Menu()),))
-        key = Text.FALLBACK if clinic_open else Text.FALLBACK_CLOSED
-        return Reply(self.text(lang, key), Kind.FALLBACK, lang, rows, None, match.score, match.candidates)
+        if match.about:  # say what the question seemed to be about: "no checked answer about botox"
+            key = Text.FALLBACK_ABOUT if clinic_open else Text.FALLBACK_ABOUT_CLOSED
+            text = self.text(lang, key, about=match.about)
+        else:
+            text = self.text(lang, Text.FALLBACK if clinic_open else Text.FALLBACK_CLOSED)
+        return Reply(text, Kind.FALLBACK, lang, rows, None, match.score, match.candidates)
 
     def topic_reply(self, topic: str, lang: str) -> Reply:
         """A topic's answer with feedback and related-topic buttons (also what a topic button shows)."""

@@ -43,6 +43,14 @@ SEMANTIC_WEIGHT = 0.6
 ANSWER_THRESHOLD = 0.28
 UNSURE_THRESHOLD = 0.24
 MARGIN = 0.01
+# Precision before recall: a question is answered only when it is about the topic, not merely near it.
+# Answerability: how much the message reads like the FAQ's questions rather than the curated out-of-scope ones
+# (a ridge classifier over sentence vectors, -1..1); coverage: the share of its content words the topic knows.
+MIN_ANSWERABLE = 0.0
+MIN_COVERAGE = 0.5
+HIGH_SCORE = 0.5  # a score this high answers whatever the coverage (paraphrases share few words)
+PREFIX = 5  # words sharing this many first letters count as known ("swelling" / "swollen" do not; "swell" does)
+RIDGE = 1.0
 LONG_MESSAGE_WORDS = 30
 LONG_ANSWER_THRESHOLD = 0.25
 LONG_MARGIN = 0.03
@@ -73,6 +81,7 @@ class MatchResult:
     score: float
     candidates: tuple[str, ...]
     lang: str
+    about: str | None = None  # the other treatment a question is about ("botox"), for an honest fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +211,11 @@ class Matcher:
         self._vectoriser = _Vectoriser(stopwords)
         self._greeting_words = _vocabulary(p.faq.smalltalk.greeting for p in content.packs.values())
         self._thanks_words = _vocabulary(p.faq.smalltalk.thanks for p in content.packs.values())
-        self._other_treatments = _vocabulary(p.out_of_scope.other_treatments for p in content.packs.values())
+        # Per language: one language's word for another treatment is another's everyday word (Spanish "uñas"
+        # folds to "unas", "some" in Italian and Spanish).
+        self._other_treatments = {
+            lang: _vocabulary([p.out_of_scope.other_treatments]) for lang, p in content.packs.items()
+        }
         self._covered_treatments = _vocabulary(p.out_of_scope.covered_treatments for p in content.packs.values())
         self._greeting_phrases = _phrases(p.faq.smalltalk.greeting for p in content.packs.values())
         self._thanks_phrases = _phrases(p.faq.smalltalk.thanks for p in content.packs.values())
@@ -230,24 +243,30 @@ class Matcher:
         self._profile_langs = list(profiles)
         self._profiles = _Index(self._vectoriser, list(profiles.values()))
 
-        if semantic is not None and len(semantic.vectors) != len(docs):
-            raise ValueError("semantic vectors do not match the content's documents")
-        self._semantic = semantic
+        # What each topic's examples, keywords and titles say, in every language, for coverage.
+        self._known: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        for topic in self.topics:
+            vocabulary = {w for d in docs if d.topic == topic for w in words(fold(d.text))}
+            prefixes = frozenset(w[:PREFIX] for w in vocabulary if len(w) >= PREFIX)
+            self._known[topic] = (frozenset(vocabulary), prefixes)
+        self._in_scope = np.array([d.topic != OUT_OF_SCOPE for d in docs])
+        self._answerable: FloatArray | None = None
+        self._semantic: SemanticIndex | None = None
+        if semantic is not None:
+            self.attach(semantic)
 
-    def scores(self, text: str) -> FloatArray:
-        """The fused score of every topic (in `self.topics` order)."""
-        ids, weights, norm = self._vectoriser.weigh(self._vectoriser.features(text))
-        return self._fused(text, ids, weights, norm)
-
-    def _fused(self, text: str, ids: IntArray, weights: FloatArray, norm: float) -> FloatArray:
+    def _fused(
+        self, text: str, ids: IntArray, weights: FloatArray, norm: float
+    ) -> tuple[FloatArray, npt.NDArray[np.float32] | None]:
+        """Every topic's fused score, and the message's sentence vector (None without the semantic view)."""
         best_doc = self._best_per_topic(self._examples.cosine(ids, weights, norm))
         lexical = BEST_WEIGHT * best_doc + CENTROID_WEIGHT * self._centroids.cosine(ids, weights, norm)
         if self._semantic is None:
-            return lexical
+            return lexical, None
         query = self._semantic.encoder.encode([text])[0]
         best_sem = self._best_per_topic((self._semantic.vectors @ query).astype(np.float64))
         fused: FloatArray = (lexical + SEMANTIC_WEIGHT * best_sem) / (1 + SEMANTIC_WEIGHT)
-        return fused
+        return fused, query
 
     def _best_per_topic(self, per_document: FloatArray) -> FloatArray:
         best: FloatArray = np.maximum.reduceat(per_document[self._by_topic], self._topic_starts)
@@ -258,6 +277,23 @@ class Matcher:
         if len(semantic.vectors) != len(self._doc_topic):
             raise ValueError("semantic vectors do not match the content's documents")
         self._semantic = semantic
+        self._answerable = _ridge(semantic.vectors, self._in_scope) if (~self._in_scope).any() else None
+
+    def answerable(self, vector: npt.NDArray[np.float32]) -> float:
+        """-1..1: how much a message reads like the FAQ's questions rather than the out-of-scope ones."""
+        if self._answerable is None:
+            return 1.0
+        weights = self._answerable
+        return float(np.clip(vector.astype(np.float64) @ weights[:-1] + weights[-1], -1.0, 1.0))
+
+    def coverage(self, text: str, topic: str) -> float:
+        """The share of the message's content words that the topic's examples know (inflection tolerated)."""
+        tokens = [t for t in words(fold(text)) if t not in self._vectoriser.stopwords and len(t) >= 3]
+        if not tokens:
+            return 1.0
+        vocabulary, prefixes = self._known.get(topic, (frozenset(), frozenset()))
+        known = sum(t in vocabulary or (len(t) >= PREFIX and t[:PREFIX] in prefixes) for t in tokens)
+        return known / len(tokens)
 
     def match(self, text: str, lang_hint: str, lang: str | None = None) -> MatchResult:
         """The best topic for `text`; `lang` is its language if already known (see `language_of`)."""
@@ -267,10 +303,13 @@ class Matcher:
             return MatchResult(smalltalk, None, 1.0, (), hint)
         ids, weights, norm = self._vectoriser.weigh(self._vectoriser.features(text))
         lang = lang or self._language(ids, weights, norm, hint, text)
-        scores = self._fused(text, ids, weights, norm)
-        if self._about_another_treatment(text):
+        scores, vector = self._fused(text, ids, weights, norm)
+        other = self._about_another_treatment(text, {lang, hint})
+        if other is not None:
             nearest = [self.topics[int(i)] for i in np.argsort(-scores, kind="stable")]
-            return MatchResult(Outcome.NONE, None, 0.0, tuple(t for t in nearest if t != OUT_OF_SCOPE)[:2], lang)
+            return MatchResult(
+                Outcome.NONE, None, 0.0, tuple(t for t in nearest if t != OUT_OF_SCOPE)[:2], lang, about=other
+            )
 
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
         everything = [(self.topics[i], float(scores[i])) for i in order]
@@ -279,7 +318,9 @@ class Matcher:
             return MatchResult(Outcome.NONE, None, round(ranked[0][1], 4), tuple(t for t, _ in ranked[:2]), lang)
         top_topic, top_score = ranked[0]
         runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
-        if self._confident(top_score, runner_up, len(words(fold(text)))):
+        about = vector is None or self.answerable(vector) >= MIN_ANSWERABLE
+        grounded = top_score >= HIGH_SCORE or self.coverage(text, top_topic) >= MIN_COVERAGE
+        if self._confident(top_score, runner_up, len(words(fold(text)))) and about and grounded:
             return MatchResult(Outcome.ANSWER, top_topic, round(top_score, 4), _candidates(ranked[1:], top_score), lang)
         if top_score >= UNSURE_THRESHOLD:
             return MatchResult(Outcome.UNSURE, None, round(top_score, 4), _candidates(ranked, top_score), lang)
@@ -293,12 +334,13 @@ class Matcher:
             return True
         return n_words >= LONG_MESSAGE_WORDS and top >= LONG_ANSWER_THRESHOLD and top - runner_up >= LONG_MARGIN
 
-    def _about_another_treatment(self, text: str) -> bool:
-        """ "Does botox hurt?" shares words with the FAQ but is not about the treatments it covers."""
+    def _about_another_treatment(self, text: str, langs: set[str]) -> str | None:
+        """ "Does botox hurt?" shares words with the FAQ but is not about the treatments it covers: the word."""
         tokens = words(fold(text))
-        return any(_names(t, self._other_treatments) for t in tokens) and not any(
-            _names(t, self._covered_treatments) for t in tokens
-        )
+        other = frozenset().union(*(self._other_treatments.get(lang, frozenset()) for lang in langs))
+        if any(_names(t, self._covered_treatments) for t in tokens):
+            return None
+        return next((t for t in tokens if _names(t, other)), None)
 
     def _smalltalk(self, text: str) -> Outcome | None:
         """A short message made only of words of the greeting or thanks examples is small talk."""
@@ -334,6 +376,16 @@ class Matcher:
         if best != hint and by_lang[best] > LANGUAGE_SWITCH_RATIO * by_lang[hint]:
             return best
         return hint
+
+
+def _ridge(vectors: npt.NDArray[np.float32], positive: npt.NDArray[np.bool_]) -> FloatArray:
+    """A ridge classifier (closed form, class-balanced): weights and bias separating +1 from -1."""
+    x = np.hstack([vectors.astype(np.float64), np.ones((len(vectors), 1))])
+    y = np.where(positive, 1.0, -1.0)
+    balance = np.where(positive, 0.5 / max(positive.mean(), 1e-9), 0.5 / max(1 - positive.mean(), 1e-9))
+    weighted = x * balance[:, None]
+    solved: FloatArray = np.linalg.solve(x.T @ weighted + RIDGE * np.eye(x.shape[1]), weighted.T @ y)
+    return solved
 
 
 def _candidates(ranked: Iterable[tuple[str, float]], reference: float) -> tuple[str, ...]:

@@ -1,21 +1,27 @@
-"""The semantic layer of triage: a classifier over sentence embeddings, for danger said in words no rule lists.
+"""The semantic layer of triage: danger said in words no rule lists, judged against the curated examples.
 
-It learns from the curated example messages of every language (`examples` in triage.yaml): one class
-per level, and a `none` class made of the hard negatives, every FAQ example question and every
-out-of-scope question. A multinomial logistic regression on the sentence encoder's vectors is small
-(a 512 x 4 matrix), trains in about a second with numpy and scores a message in microseconds.
+It learns from the example messages of every language (`examples` in triage.yaml): one class per
+level, and a `none` class made of the hard negatives, every FAQ example question and every
+out-of-scope question. Two views of a message's sentence-encoder vector are combined:
 
-Its two thresholds per level are not set by hand: grouped cross-validation on the curated examples
-(paraphrases of one message stay in one fold, so they cannot vouch for each other) gives each
-example a score from a model that never saw it, and the thresholds are read off those scores:
-`unsure` is where every emergency and crisis example (97% of urgent ones) would still be caught,
-as long as calm examples are not asked about too often; `certain` is where calm examples almost
-never reach.
+* **Neighbours**: how much closer the message is to the curated examples of a level than to the
+  calm ones (the mean similarity of the three nearest of each). Curators can read why: "it is
+  like these three crisis examples".
+* **A multinomial logistic regression** on the vectors, which weighs the whole space of examples.
+
+A whole message is unsure when its neighbour margin clears the level's threshold; a single
+sentence of a longer message must clear it by more and be backed by the regression, because a
+long message offers many chances for one sentence to look alarming. Certain needs a clearly
+higher margin and a confident regression.
+
+The thresholds are not set by hand: grouped cross-validation on the curated examples (paraphrases
+of one message stay in one fold, so they cannot vouch for each other) gives every example scores
+from a model that never saw it, and each level's threshold is the lowest at which ordinary calm
+messages — the FAQ's own questions — are almost never asked about.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,20 +29,26 @@ import numpy.typing as npt
 
 from bot.core.safety.model import Level
 
+VERSION = 2  # of the method: a cached model of another version is trained again
 LABELS: tuple[str, ...] = ("none", Level.URGENT.value, Level.EMERGENCY.value, Level.CRISIS.value)
+DANGER = (Level.URGENT, Level.EMERGENCY, Level.CRISIS)
 FOLDS = 5
+NEIGHBOURS = 3
 ITERATIONS = 400
 LEARNING_RATE = 0.05
 L2 = 1e-4
-# Recall the `unsure` threshold aims for on cross-validated examples, per level.
-RECALL_TARGET = {Level.URGENT: 0.97, Level.EMERGENCY: 1.0, Level.CRISIS: 1.0}
-# ...as long as no more than this share of hard negatives would get a question.
-MAX_UNSURE_FALSE_ALARMS = 0.08
-# `certain` must keep alerts on hard negatives at or below this share.
-MAX_CERTAIN_FALSE_ALARMS = 0.01
-# Thresholds never go below these: a model that cannot separate a level must not alert on everything.
-FLOOR_UNSURE = 0.3
-FLOOR_CERTAIN = 0.75
+# Share of ordinary calm messages (FAQ questions, cross-validated) a level may ask about, and of hard negatives.
+MAX_CALM_QUESTIONS = 0.01
+MAX_HARD_QUESTIONS = 0.3
+# A sentence inside a longer message needs this much more margin, and the regression's backing.
+SEGMENT_EXTRA = 0.02
+SEGMENT_PROBABILITY = 0.6
+# Certain without a rule: this much more margin than the question's, and a confident regression.
+CERTAIN_EXTRA = 0.1
+CERTAIN_PROBABILITY = 0.97
+# The search range of a level's margin threshold.
+LOWEST_MARGIN = -0.05
+HIGHEST_MARGIN = 0.2
 
 Vectors = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -56,8 +68,28 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class Thresholds:
-    unsure: float
-    certain: float
+    """A level's margin threshold for a question (whole message); stricter ones follow from it."""
+
+    margin: float
+
+    @property
+    def segment(self) -> float:
+        return self.margin + SEGMENT_EXTRA
+
+    @property
+    def certain(self) -> float:
+        return self.margin + CERTAIN_EXTRA
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the semantic layer saw for one level in one message."""
+
+    margin: float  # neighbour margin of the whole message (or of its best piece, for a long one)
+    probability: float  # regression's probability of the whole message
+    segment_margin: float  # the best sentence's margin
+    segment_probability: float  # ...and the regression's probability of that sentence
+    segment: str  # that sentence, for the staff alert
 
 
 @dataclass(frozen=True)
@@ -65,7 +97,7 @@ class LevelFigures:
     """Cross-validated figures of one level in one language, as `aftercare check` prints them."""
 
     examples: int
-    caught: int  # at `unsure` or above (a question counts as caught)
+    caught: int  # at the question's threshold or above (a question counts as caught)
     certain: int
 
     @property
@@ -86,18 +118,64 @@ class Report:
 class Model:
     weights: Floats  # (dimensions, classes)
     bias: Floats  # (classes,)
+    examples: Vectors  # every training vector, grouped by label
+    starts: Ints  # where each label's rows begin in `examples` (len(LABELS) + 1 entries)
     thresholds: dict[Level, Thresholds]
 
     def probabilities(self, vectors: Vectors) -> Floats:
         return _softmax(vectors.astype(np.float64) @ self.weights + self.bias)
 
+    def margins(self, vectors: Vectors) -> Floats:
+        """Per vector and label: mean similarity to the label's nearest examples, minus that of `none`."""
+        return _margins(vectors, self.examples, self.starts)
+
+    def evidence(self, vectors: Vectors, segments: list[str], whole: int | None) -> dict[Level, Evidence]:
+        """Evidence per level for a message whose pieces are `segments` (`whole`: the index of the whole one)."""
+        margins = self.margins(vectors)
+        probabilities = self.probabilities(vectors)
+        found: dict[Level, Evidence] = {}
+        for level in DANGER:
+            column = LABELS.index(level.value)
+            pieces = [i for i in range(len(segments)) if i != whole] or [0]
+            best = max(pieces, key=lambda i: (margins[i, column], probabilities[i, column]))
+            top = whole if whole is not None else best
+            found[level] = Evidence(
+                float(margins[top, column]),
+                float(probabilities[top, column]),
+                float(margins[best, column]),
+                float(probabilities[best, column]),
+                segments[best] if whole is None or margins[best, column] > margins[whole, column] else segments[whole],
+            )
+        return found
+
+    def asks(self, level: Level, evidence: Evidence) -> bool:
+        limit = self.thresholds[level]
+        return evidence.margin >= limit.margin or (
+            evidence.segment_margin >= limit.segment and evidence.segment_probability >= SEGMENT_PROBABILITY
+        )
+
+    def certain(self, level: Level, evidence: Evidence) -> bool:
+        limit = self.thresholds[level]
+        return evidence.margin >= limit.certain and evidence.probability >= CERTAIN_PROBABILITY
+
 
 def fit(vectors: Vectors, data: TrainingSet) -> tuple[Model, Report]:
     """Cross-validate to choose thresholds, then train on everything."""
-    scores = cross_validated(vectors, data)
-    thresholds = {level: choose(scores, data, level) for level in (Level.URGENT, Level.EMERGENCY, Level.CRISIS)}
+    order = np.argsort(data.labels, kind="stable")
+    vectors = _normalised(vectors[order])
+    data = TrainingSet(
+        tuple(data.texts[i] for i in order),
+        data.labels[order],
+        data.groups[order],
+        tuple(data.langs[i] for i in order),
+        data.hard[order],
+    )
+    margins, probabilities = cross_validated(vectors, data)
+    thresholds = {level: choose(margins, data, level) for level in DANGER}
     weights, bias = train(vectors, data.labels)
-    return Model(weights, bias, thresholds), report(scores, data, thresholds)
+    starts = np.searchsorted(data.labels, np.arange(len(LABELS) + 1)).astype(np.int64)
+    model = Model(weights, bias, vectors, starts, thresholds)
+    return model, report(margins, probabilities, data, thresholds)
 
 
 def train(vectors: Vectors, labels: Ints) -> tuple[Floats, Floats]:
@@ -129,59 +207,56 @@ def train(vectors: Vectors, labels: Ints) -> tuple[Floats, Floats]:
     return w, b
 
 
-def cross_validated(vectors: Vectors, data: TrainingSet) -> Floats:
-    """Every example's class probabilities from a model trained on the other folds (grouped by paraphrase)."""
+def cross_validated(vectors: Vectors, data: TrainingSet) -> tuple[Floats, Floats]:
+    """Every example's neighbour margins and class probabilities from a model of the other folds."""
     folds = _fold_of(data.groups)
-    scores = np.zeros((len(data.labels), len(LABELS)))
+    margins = np.zeros((len(data.labels), len(LABELS)))
+    probabilities = np.zeros((len(data.labels), len(LABELS)))
     for fold in range(FOLDS):
         held = folds == fold
         if not held.any() or held.all():
             continue
-        weights, bias = train(vectors[~held], data.labels[~held])
-        scores[held] = _softmax(vectors[held].astype(np.float64) @ weights + bias)
-    return scores
+        rest = vectors[~held]
+        rest_labels = data.labels[~held]
+        starts = np.searchsorted(rest_labels, np.arange(len(LABELS) + 1)).astype(np.int64)
+        margins[held] = _margins(vectors[held], rest, starts)
+        weights, bias = train(rest, rest_labels)
+        probabilities[held] = _softmax(vectors[held].astype(np.float64) @ weights + bias)
+    return margins, probabilities
 
 
-def choose(scores: Floats, data: TrainingSet, level: Level) -> Thresholds:
-    """Thresholds for one level from cross-validated scores (see the module docstring).
-
-    `unsure` is the lower of two scores: where the recall target is met, and where the budget of
-    questions on hard negatives is spent; a missed crisis costs more than a question, so recall may
-    take up to twice that budget, never more. `certain` is where almost no hard negative reaches.
-    """
+def choose(margins: Floats, data: TrainingSet, level: Level) -> Thresholds:
+    """The lowest margin at which the FAQ's own questions (ordinary calm talk) and the curated hard negatives
+    are asked about no more often than their budgets allow."""
     column = LABELS.index(level.value)
-    positive = scores[data.labels == column, column]
-    calm = scores[(data.labels == 0) & data.hard, column]
-    if len(positive) == 0:
-        return Thresholds(0.999, 0.999)
-    missed = 1.0 - RECALL_TARGET[level]
-    by_recall = float(np.quantile(positive, missed, method="lower")) if missed > 0 else float(positive.min())
-    by_budget = _quantile(calm, 1.0 - MAX_UNSURE_FALSE_ALARMS)
-    hard_cap = _quantile(calm, 1.0 - 2 * MAX_UNSURE_FALSE_ALARMS)
-    unsure = max(min(by_recall, by_budget), hard_cap, FLOOR_UNSURE)
-    certain = max(_quantile(calm, 1.0 - MAX_CERTAIN_FALSE_ALARMS) + 1e-6, FLOOR_CERTAIN, unsure)
-    return Thresholds(round(min(unsure, 0.999), 4), round(min(certain, 0.999), 4))
+    calm = margins[(data.labels == 0) & ~data.hard, column]
+    hard = margins[(data.labels == 0) & data.hard, column]
+    by_calm = _quantile(calm, 1.0 - MAX_CALM_QUESTIONS)
+    by_hard = _quantile(hard, 1.0 - MAX_HARD_QUESTIONS)
+    margin = min(max(by_calm, by_hard, LOWEST_MARGIN), HIGHEST_MARGIN)
+    return Thresholds(round(margin, 4))
 
 
-def report(scores: Floats, data: TrainingSet, thresholds: dict[Level, Thresholds]) -> Report:
+def report(margins: Floats, probabilities: Floats, data: TrainingSet, thresholds: dict[Level, Thresholds]) -> Report:
     levels: dict[str, dict[Level, LevelFigures]] = {}
     hard: dict[str, tuple[int, int, int]] = {}
     questions: dict[str, tuple[int, int, int]] = {}
     langs = np.array(data.langs)
-    danger = [(LABELS.index(level.value), level) for level in thresholds]
     asked_any = np.zeros(len(data.labels), dtype=bool)
     alerted_any = np.zeros(len(data.labels), dtype=bool)
-    for column, level in danger:
-        asked_any |= scores[:, column] >= thresholds[level].unsure
-        alerted_any |= scores[:, column] >= thresholds[level].certain
+    for level in DANGER:
+        column = LABELS.index(level.value)
+        limit = thresholds[level]
+        asked_any |= margins[:, column] >= limit.margin
+        alerted_any |= (margins[:, column] >= limit.certain) & (probabilities[:, column] >= CERTAIN_PROBABILITY)
     for lang in sorted(set(data.langs)):
         mine = langs == lang
         levels[lang] = {}
-        for column, level in danger:
-            rows = mine & (data.labels == column)
-            caught = rows & asked_any  # caught at any danger level: the bot asks or alerts
-            certain = rows & alerted_any
-            levels[lang][level] = LevelFigures(int(rows.sum()), int(caught.sum()), int(certain.sum()))
+        for level in DANGER:
+            rows = mine & (data.labels == LABELS.index(level.value))
+            levels[lang][level] = LevelFigures(
+                int(rows.sum()), int((rows & asked_any).sum()), int((rows & alerted_any).sum())
+            )
         for target, selection in ((hard, mine & (data.labels == 0) & data.hard), (questions, mine & ~data.hard)):
             target[lang] = (
                 int(selection.sum()),
@@ -189,6 +264,27 @@ def report(scores: Floats, data: TrainingSet, thresholds: dict[Level, Thresholds
                 int((selection & alerted_any).sum()),
             )
     return Report(levels, hard, questions)
+
+
+def _margins(vectors: Vectors, examples: Vectors, starts: Ints) -> Floats:
+    similarity = _normalised(vectors).astype(np.float32) @ examples.T
+    means = np.zeros((len(vectors), len(LABELS)))
+    for label in range(len(LABELS)):
+        block = similarity[:, starts[label] : starts[label + 1]]
+        if block.shape[1] == 0:
+            means[:, label] = -1.0
+            continue
+        k = min(NEIGHBOURS, block.shape[1])
+        nearest = np.partition(block, block.shape[1] - k, axis=1)[:, -k:]
+        means[:, label] = nearest.mean(axis=1)
+    result: Floats = means - means[:, :1]
+    return result
+
+
+def _normalised(vectors: Vectors) -> Vectors:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    result: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return result
 
 
 def _fold_of(groups: Ints) -> Ints:
@@ -210,7 +306,3 @@ def _softmax(logits: Floats) -> Floats:
     exp = np.exp(shifted)
     result: Floats = exp / exp.sum(axis=1, keepdims=True)
     return result
-
-
-def stack(parts: Sequence[Vectors]) -> Vectors:
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), dtype=np.float32)

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from bot.core.safety.classifier import LABELS, Model
+from bot.core.safety.classifier import Evidence, Model
 from bot.core.safety.model import PRECEDENCE, Level, TriageFile
 from bot.core.safety.rules import RuleHit, RuleSet, excerpt
 
@@ -61,12 +61,6 @@ class Assessment:
 CLEAR = Assessment(Outcome.CLEAR)
 
 
-@dataclass(frozen=True, slots=True)
-class _Semantic:
-    scores: dict[Level, float]
-    segments: dict[Level, str]
-
-
 class Triage:
     """The cascade over every language's rules and the trained classifier (optional: rules alone work)."""
 
@@ -91,7 +85,8 @@ class Triage:
         certain = next((h for h in hits if h.effect is None), None)
         if certain is not None:
             return self._from_rule(text, certain, Outcome.CERTAIN)
-        semantic = self._semantic(_segments(text))
+        segments, whole = _segments(text)
+        semantic = self._semantic(segments, whole)
         found = self._decide(text, hits, semantic)
         if found.outcome is Outcome.CERTAIN or not recent:
             return found
@@ -108,55 +103,40 @@ class Triage:
         hits = [h for h in self.rules.hits(joined, lang) if h.effect is None]
         if hits:
             return self._from_rule(joined, hits[0], Outcome.CERTAIN)
-        return self._decide(joined, [], self._semantic([joined[-SEGMENT_CHARS * 2 :]]))
+        return self._decide(joined, [], self._semantic([joined[-SEGMENT_CHARS * 2 :]], 0))
 
     # -- the steps -----------------------------------------------------------------------------
     def _from_rule(self, text: str, hit: RuleHit, outcome: Outcome) -> Assessment:
         return Assessment(outcome, hit.level, excerpt(text, hit.sign), f"rule:{hit.rule}", 1.0)
 
-    def _semantic(self, segments: Sequence[str]) -> _Semantic | None:
+    def _semantic(self, segments: Sequence[str], whole: int | None = 0) -> dict[Level, Evidence] | None:
         if self.model is None or self.encoder is None or not segments:
             return None
         vectors = self.encoder.encode(list(segments))
-        probabilities = self.model.probabilities(vectors)
-        scores: dict[Level, float] = {}
-        best: dict[Level, str] = {}
-        for level in PRECEDENCE:
-            column = probabilities[:, LABELS.index(level.value)]
-            index = int(np.argmax(column))
-            scores[level] = float(column[index])
-            best[level] = segments[index]
-        return _Semantic(scores, best)
+        return self.model.evidence(vectors, list(segments), whole)
 
-    def _decide(self, text: str, hits: Sequence[RuleHit], semantic: _Semantic | None) -> Assessment:
+    def _decide(self, text: str, hits: Sequence[RuleHit], semantic: dict[Level, Evidence] | None) -> Assessment:
         asked = [h for h in hits if h.effect == "ask"]
+        asked_levels = {h.level for h in asked}
         cancelled = {h.level for h in hits if h.effect == "cancel"}
-        if semantic is not None and self.model is not None:
-            thresholds = self.model.thresholds
+        model = self.model
+        if semantic is not None and model is not None:
             for level in PRECEDENCE:  # crisis first, then the stricter of emergency and urgent
+                evidence = semantic[level]
+                if not model.certain(level, evidence):
+                    continue
                 # A sign a guard explained ("no fever") leaves the classifier at most a question.
-                explained = level is not Level.CRISIS and level in cancelled and level not in {h.level for h in asked}
-                if semantic.scores[level] >= thresholds[level].certain and explained:
-                    return Assessment(
-                        Outcome.UNSURE, level, semantic.segments[level][:300], "semantic", semantic.scores[level]
-                    )
-                if semantic.scores[level] >= thresholds[level].certain:
-                    return Assessment(
-                        Outcome.CERTAIN, level, semantic.segments[level][:300], "semantic", semantic.scores[level]
-                    )
-            unsure = [
-                level
-                for level in PRECEDENCE
-                if semantic.scores[level] >= thresholds[level].unsure
-                # A sign the rules saw and a guard explained ("no fever") does not make the classifier's doubt
-                # a question; crisis is never explained away.
-                and (level is Level.CRISIS or level not in cancelled or level in {h.level for h in asked})
-            ]
-            if unsure:
-                level = unsure[0]
-                return Assessment(
-                    Outcome.UNSURE, level, semantic.segments[level][:300], "semantic", semantic.scores[level]
-                )
+                explained = level is not Level.CRISIS and level in cancelled and level not in asked_levels
+                outcome = Outcome.UNSURE if explained else Outcome.CERTAIN
+                return Assessment(outcome, level, evidence.segment[:300], "semantic", evidence.margin)
+            for level in PRECEDENCE:
+                evidence = semantic[level]
+                # A sign the rules saw and a guard explained does not make the classifier's doubt a question;
+                # crisis is never explained away.
+                if level is not Level.CRISIS and level in cancelled and level not in asked_levels:
+                    continue
+                if model.asks(level, evidence):
+                    return Assessment(Outcome.UNSURE, level, evidence.segment[:300], "semantic", evidence.margin)
         if asked:
             return self._from_rule(text, asked[0], Outcome.UNSURE)
         return CLEAR
@@ -169,11 +149,12 @@ def _rank(assessment: Assessment) -> tuple[int, int]:
     return outcome, level
 
 
-def _segments(text: str) -> list[str]:
-    """The whole message (if not too long) and each of its sentences, long sentences in pieces."""
+def _segments(text: str) -> tuple[list[str], int | None]:
+    """The whole message (if not too long) and each of its sentences, long sentences in pieces; and the index
+    of the whole message among them (None when only pieces are scored)."""
     stripped = text.strip()
     if not stripped:
-        return []
+        return [], None
     pieces: list[str] = []
     for sentence in _SENTENCES.split(stripped):
         sentence = sentence.strip()
@@ -184,11 +165,10 @@ def _segments(text: str) -> list[str]:
             sentence = sentence[cut:].strip()
         if sentence:
             pieces.append(sentence)
-    segments = [stripped] if len(stripped) <= SEGMENT_CHARS * 2 else []
-    if len(pieces) > 1:
+    whole: int | None = 0 if len(stripped) <= SEGMENT_CHARS * 2 else None
+    segments = [stripped] if whole is not None else []
+    if len(pieces) > 1 or whole is None:
         segments.extend(pieces)
-    if not segments:
-        segments = pieces
     if len(segments) > MAX_SEGMENTS:  # keep the start and, above all, the end of a very long message
         segments = segments[: MAX_SEGMENTS // 2] + segments[-MAX_SEGMENTS // 2 :]
-    return segments
+    return segments, whole
