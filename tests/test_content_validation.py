@@ -160,22 +160,41 @@ CASES: list[tuple[str, Breakage, str, str]] = [
         "fit a button",
     ),
     (
-        "invalid triage regex",
-        lambda d: edit(d / "en/triage.yaml", r"'\bpus\b'", r"'\bpus(\b'"),
-        "en/triage.yaml@pus(",
-        "invalid pattern in 'urgent'",
+        "triage phrase that cannot compile",
+        lambda d: edit(d / "en/triage.yaml", 'phrases: ["pus"]', 'phrases: ["{pus"]'),
+        "en/triage.yaml@{pus",
+        "unclosed",
     ),
     (
-        "triage pattern matching everything",
-        lambda d: edit(d / "en/triage.yaml", r"'\bpus\b'", "'.*'"),
-        "en/triage.yaml@'.*'",
+        "triage regex phrase matching everything",
+        lambda d: edit(d / "en/triage.yaml", 'phrases: ["pus"]', "phrases: ['re:.*']"),
+        "en/triage.yaml@re:.*",
         "matches an empty message",
     ),
     (
-        "missing triage level",
-        lambda d: edit(d / "en/triage.yaml", "crisis: ['\\bkill myself\\b', '\\bdon.?t want to live\\b']\n", ""),
-        "en/triage.yaml",
-        "missing key 'crisis'",
+        "triage rule that misses its own example",
+        lambda d: edit(d / "en/triage.yaml", 'match: ["there is pus"]', 'match: ["there is pus", "it oozes"]'),
+        "en/triage.yaml@it oozes",
+        "does not catch its example 'it oozes'",
+    ),
+    (
+        "triage rule naming an unknown guard",
+        lambda d: edit(d / "en/triage.yaml", "      phrases: [\"pus\"]", "      phrases: [\"pus\"]\n      unless: [nope]"),
+        "en/triage.yaml@unless: [nope]",
+        "unknown guard 'nope'",
+    ),
+    (
+        "duplicate triage example",
+        lambda d: edit(d / "en/triage.yaml", 'crisis: ["I have saved up my sleeping pills"',
+                       'crisis: ["I have saved up my sleeping pills", "this itching is killing me"'),
+        "en/triage.yaml@none: [",
+        "duplicate example 'this itching is killing me'",
+    ),
+    (
+        "a typed-in number that is a fact",
+        lambda d: edit(d / "en/faq.yaml", "fade within a week", "fade within 5-10 days"),
+        "en/faq.yaml@fade within 5-10 days",
+        "is the fact {bruise_days}",
     ),
     (
         "missing interface text",
@@ -185,7 +204,7 @@ CASES: list[tuple[str, Breakage, str, str]] = [
     ),
     (
         "missing category label",
-        lambda d: edit(d / "en/ui.yaml", "  clinic: Clinic\n", ""),
+        lambda d: edit(d / "en/ui.yaml", '  clinic: "🏥 Clinic"\n', ""),
         "en/ui.yaml:",
         "no label for category 'clinic'",
     ),
@@ -278,12 +297,25 @@ def test_few_example_questions_is_only_a_warning(content_dir: Path) -> None:
 def test_no_in_content_is_a_word_not_false(content_dir: Path) -> None:
     content, _ = load_content(content_dir, ("en",), FACTS)
     assert content is not None
-    assert content.packs["en"].triage.negators[0] == "no"
+    assert content.packs["en"].triage.guards["negated"].phrases[0] == "no"
+
+
+def test_a_fact_placeholder_fills_every_text(content_dir: Path) -> None:
+    edit(content_dir / "en/faq.yaml", "fade within a week", "fade within {bruise_days}")
+    content, problems = load_content(content_dir, ("en",), FACTS)
+    assert content is not None, problems
+    from bot.core.conversation import Assistant
+
+    reply = Assistant(content, FACTS, "en").topic_reply("bruising", "en")
+    assert "fade within 5-10 days" in reply.text
 
 
 def test_check_command_exit_status(content_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(f"content_dir: {content_dir}\nlanguages: [en]\n", encoding="utf-8")
+    config.write_text(
+        f"content_dir: {content_dir}\nlanguages: [en]\nreminders:\n  treatments: [meso_face, microneedling]\n",
+        encoding="utf-8",
+    )
     assert main(["--config", str(config), "check"]) == 0
     assert "OK: 1 languages" in capsys.readouterr().out
 
@@ -303,7 +335,10 @@ def test_bot_refuses_to_start_on_invalid_content(
     content_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(f"content_dir: {content_dir}\nlanguages: [en]\n", encoding="utf-8")
+    config.write_text(
+        f"content_dir: {content_dir}\nlanguages: [en]\nreminders:\n  treatments: [meso_face, microneedling]\n",
+        encoding="utf-8",
+    )
     edit(content_dir / "en/faq.yaml", "Call {clinic_phone} if", "Call {clinic_fone} if")
     assert main(["--config", str(config), "ask", "bruise?"]) == 1
     assert "unknown placeholder {clinic_fone}" in capsys.readouterr().err
