@@ -21,7 +21,7 @@ test: $(BIN)/aftercare
 
 lint: $(BIN)/aftercare
 	$(BIN)/ruff check
-	$(BIN)/mypy bot
+	$(BIN)/mypy bot tests
 
 check: $(BIN)/aftercare
 	$(BIN)/aftercare check

@@ -35,4 +35,7 @@ def setup_logging(secrets: list[str], level: int = logging.INFO) -> RedactingFor
     # httpx logs every request URL at INFO, and Bot API URLs contain the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # python-telegram-bot logs the data it received (patients' words) at DEBUG, and the scheduler every tick.
+    for noisy in ("telegram", "apscheduler", "tornado.access", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return formatter

@@ -38,6 +38,7 @@ from telegram.request import BaseRequest, HTTPXRequest
 
 from bot.config import Config
 from bot.core import recovery
+from bot.core.content import Text
 from bot.core.conversation import Assistant
 from bot.core.dialogue import PATIENT_COMMANDS, Dialogue
 from bot.core.events import Priority
@@ -579,11 +580,22 @@ class Service:
         if stored.attempts >= MAX_ATTEMPTS:
             log.error("update %s set aside after %d attempts", stored.update_id, stored.attempts)
             await self._quietly(self.store.finish_update, stored.id, self.clock())
+            await self._apologise(update)
             return
         retry = self.clock() + timedelta(seconds=min(2**stored.attempts, 60))
         await self._quietly(
             self.store.retry_update, stored.id, error=result.error if result else "error", not_before=retry
         )
+
+    async def _apologise(self, update: Update) -> None:
+        """A patient whose message we could not handle hears so, rather than nothing."""
+        chat = update.effective_chat
+        if chat is None or chat.type != "private":
+            return
+        user = update.effective_user
+        lang = self.assistant.lang(user.language_code if user else None)
+        text = self.assistant.text(lang, Text.ERROR_GENERIC)
+        await self.sender.send_direct(chat.id, {"method": "send", "text": text})
 
     async def _send_urgent(self, update_id: int, rows: list[Outgoing]) -> None:
         for row in rows:
