@@ -380,6 +380,15 @@ def test_a_check_in_answer_that_signals_trouble_alerts_staff_with_the_plan(dialo
     (alert,) = staff_posts(worse)
     assert "day 3" in alert.text and "CHECK-IN" in alert.text
     assert worse.replies[0].kind is Kind.SAFETY
+    assert "closed" not in worse.replies[0].text.lower()
+
+
+def test_a_worrying_check_in_answer_at_night_gives_the_out_of_hours_route(dialogue: Dialogue) -> None:
+    enrolment = Enrolment(enrolment_id(PATIENT, "meso_face", OPEN), "meso_face", OPEN, "Europe/Rome", True)
+    night = dialogue.handle(
+        press(cb.CheckIn(enrolment.id, "checkin", "still_swollen"), at=CLOSED), state(enrolments=(enrolment,))
+    )
+    assert "closed" in night.replies[0].text.lower() and staff_posts(night)
 
 
 def test_enrolling_from_the_menu_asks_treatment_then_day_then_consent(dialogue: Dialogue) -> None:

@@ -244,6 +244,7 @@ class UiTexts(_Strict):
     plan_item: str
     plan_nothing_left: str
     plan_footer: str
+    checkin_closed: str
     timezone_set: str
     timezone_unknown: str
     dates: Dates
@@ -312,6 +313,7 @@ class Text(StrEnum):
     PLAN_TITLE = "plan_title"
     PLAN_NOTHING_LEFT = "plan_nothing_left"
     PLAN_FOOTER = "plan_footer"
+    CHECKIN_CLOSED = "checkin_closed"
     TIMEZONE_SET = "timezone_set"
     TIMEZONE_UNKNOWN = "timezone_unknown"
 

@@ -318,7 +318,7 @@ class Dialogue:
             case cb.Consent(enrolment=enrolment, agreed=agreed) if self.recovery is not None:
                 return self.recovery.consent(inbound, state, enrolment, agreed)
             case cb.CheckIn() if self.recovery is not None:
-                return self.recovery.check_in(inbound, state, callback)
+                return self.recovery.check_in(inbound, state, callback, open_now=self.hours.is_open(inbound.at))
             case cb.EnrolMenu() if self.recovery is not None:
                 return self.recovery.enrol_menu(state, callback, inbound.at)
             case cb.PlanView() if self.recovery is not None:

@@ -197,7 +197,7 @@ class Recovery:
         return Turn((self._consent_turn(enrolment, state, now),), (CreateEnrolment(enrolment, "menu"),))
 
     # -- check-ins -----------------------------------------------------------------------------
-    def check_in(self, inbound: Inbound, state: PatientState, answer: cb.CheckIn) -> Turn:
+    def check_in(self, inbound: Inbound, state: PatientState, answer: cb.CheckIn, *, open_now: bool = True) -> Turn:
         """A check-in button: the option's reply; an answer that signals trouble alerts the staff too."""
         a = self.assistant
         lang = state.lang
@@ -216,12 +216,11 @@ class Recovery:
             return Turn((a.info(lang, Text.OLD_BUTTON, a.main_menu(lang)),))
         effects: list[Effect] = [AnswerCheckIn(enrolment.id, answer.step, answer.option)]
         kind = Kind.SAFETY if found.trouble else Kind.INFO
-        reply = Reply(
-            found.reply,
-            kind,
-            lang,
-            ((Button(a.pack(lang).ui.buttons.talk_to_person, cb.Handoff()),),) if found.trouble else (),
-        )
+        text = found.reply
+        if found.trouble and not open_now:  # no promise of a call-back from a closed clinic
+            text += "\n\n" + a.text(lang, Text.CHECKIN_CLOSED)
+        buttons = ((Button(a.pack(lang).ui.buttons.talk_to_person, cb.Handoff()),),) if found.trouble else ()
+        reply = Reply(text, kind, lang, buttons)
         if found.trouble:
             day = (
                 inbound.at.astimezone(ZoneInfo(enrolment.zone)).date()
