@@ -245,6 +245,12 @@ CASES: list[tuple[str, Breakage, str, str]] = [
         "not valid UTF-8",
     ),
     (
+        "control character",
+        lambda d: edit(d / "en/faq.yaml", "    title: Bruises", "    title: Bru\bises"),
+        "en/faq.yaml@title: Bru",
+        "is not allowed",
+    ),
+    (
         "no entries",
         lambda d: (d / "en/faq.yaml").write_text("stopwords: []\nentries: []\n", encoding="utf-8"),
         "en/faq.yaml@entries: []",

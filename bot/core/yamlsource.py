@@ -48,7 +48,8 @@ def load_yaml(path: Path, display: str | None = None, *, strings_only: bool = Fa
         doc.problems.append(Problem(doc.path, None, "file is missing"))
         return doc
     except UnicodeDecodeError as exc:
-        doc.problems.append(Problem(doc.path, None, f"file is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+        line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        doc.problems.append(Problem(doc.path, line, f"file is not valid UTF-8 ({exc.reason})"))
         return doc
     try:
         node = yaml.compose(text, Loader=_SafeLoader)
@@ -58,6 +59,10 @@ def load_yaml(path: Path, display: str | None = None, *, strings_only: bool = Fa
         line = mark.line + 1 if mark else None
         reason = exc.problem or exc.context or "invalid YAML"
         doc.problems.append(Problem(doc.path, line, f"invalid YAML: {reason}"))
+        return doc
+    except yaml.reader.ReaderError as exc:  # a control character: the reader knows only its offset
+        line = text.count("\n", 0, exc.position) + 1
+        doc.problems.append(Problem(doc.path, line, f"invalid YAML: character {exc.character!r} is not allowed"))
         return doc
     except yaml.YAMLError as exc:
         doc.problems.append(Problem(doc.path, None, f"invalid YAML: {exc}"))
