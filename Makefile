@@ -21,6 +21,7 @@ test: $(BIN)/aftercare
 
 lint: $(BIN)/aftercare
 	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy bot tests
 
 check: $(BIN)/aftercare

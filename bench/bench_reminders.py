@@ -43,24 +43,52 @@ def seed(db: Path, patients: int, *, due_now: int) -> None:
         with store.engine.begin() as connection:
             for start in range(0, patients, 5000):
                 chunk = range(start, min(patients, start + 5000))
-                connection.execute(insert(PatientRow), [
-                    {"chat_id": FIRST_CHAT + i, "lang": "en", "stopped": False, "created_at": now, "last_seen_at": now}
-                    for i in chunk
-                ])
-                connection.execute(insert(EnrolmentRow), [
-                    {"id": f"b{i}", "chat_id": FIRST_CHAT + i, "treatment": "meso_face",
-                     "treated_at": now - timedelta(hours=2), "zone": "Europe/Rome", "source": "menu", "ref": "",
-                     "created_at": now, "consent_at": now}
-                    for i in chunk
-                ])
-                connection.execute(insert(ReminderRow), [
-                    {"key": f"b{i}:first_care", "enrolment_id": f"b{i}", "chat_id": FIRST_CHAT + i,
-                     "step": "first_care", "checkin": False,
-                     "due_at": now - timedelta(minutes=1) if i < due_now else now + timedelta(days=3),
-                     "expires_at": now + timedelta(hours=3) if i < due_now else now + timedelta(days=3, hours=3),
-                     "state": "scheduled"}
-                    for i in chunk
-                ])
+                connection.execute(
+                    insert(PatientRow),
+                    [
+                        {
+                            "chat_id": FIRST_CHAT + i,
+                            "lang": "en",
+                            "stopped": False,
+                            "created_at": now,
+                            "last_seen_at": now,
+                        }
+                        for i in chunk
+                    ],
+                )
+                connection.execute(
+                    insert(EnrolmentRow),
+                    [
+                        {
+                            "id": f"b{i}",
+                            "chat_id": FIRST_CHAT + i,
+                            "treatment": "meso_face",
+                            "treated_at": now - timedelta(hours=2),
+                            "zone": "Europe/Rome",
+                            "source": "menu",
+                            "ref": "",
+                            "created_at": now,
+                            "consent_at": now,
+                        }
+                        for i in chunk
+                    ],
+                )
+                connection.execute(
+                    insert(ReminderRow),
+                    [
+                        {
+                            "key": f"b{i}:first_care",
+                            "enrolment_id": f"b{i}",
+                            "chat_id": FIRST_CHAT + i,
+                            "step": "first_care",
+                            "checkin": False,
+                            "due_at": now - timedelta(minutes=1) if i < due_now else now + timedelta(days=3),
+                            "expires_at": now + timedelta(hours=3) if i < due_now else now + timedelta(days=3, hours=3),
+                            "state": "scheduled",
+                        }
+                        for i in chunk
+                    ],
+                )
     finally:
         store.close()
 
@@ -70,17 +98,32 @@ CONTENT: Path | None = None  # --content: another content folder (default: the s
 
 def start_bot(fake: FakeTelegram, folder: Path, db: Path, rate: float) -> subprocess.Popen[bytes]:
     config = folder / "config.yaml"
-    extra = f"content_dir: {CONTENT}\nlanguages: [en]\nreminders:\n  treatments: [meso_face, microneedling]\n" if CONTENT else "reminders:\n"
+    extra = (
+        f"content_dir: {CONTENT}\nlanguages: [en]\nreminders:\n  treatments: [meso_face, microneedling]\n"
+        if CONTENT
+        else "reminders:\n"
+    )
     config.write_text(f"{extra}  quiet_hours: ''\ntelegram:\n  max_messages_per_second: {rate}\n", encoding="utf-8")
-    env = {**os.environ, "TELEGRAM_BOT_TOKEN": fake.token, "AFTERCARE_TELEGRAM_API_URL": fake.base_url,
-           "AFTERCARE_DATABASE_URL": f"sqlite:///{db}", "AFTERCARE_STAFF_CHAT_ID": "-100999"}
-    return subprocess.Popen([sys.executable, "-m", "bot", "--config", str(config), "run"], cwd=folder, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": fake.token,
+        "AFTERCARE_TELEGRAM_API_URL": fake.base_url,
+        "AFTERCARE_DATABASE_URL": f"sqlite:///{db}",
+        "AFTERCARE_STAFF_CHAT_ID": "-100999",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(config), "run"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def reminders_sent(fake: FakeTelegram) -> list[float]:
-    return sorted(c.time for c in fake.calls_to("sendMessage")
-                  if c.ok and int(c.params.get("chat_id", 0)) >= FIRST_CHAT)
+    return sorted(
+        c.time for c in fake.calls_to("sendMessage") if c.ok and int(c.params.get("chat_id", 0)) >= FIRST_CHAT
+    )
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -115,7 +158,9 @@ def burst(reminders: int, window: float, *, limited: bool) -> dict[str, object]:
                 time.sleep(0.5)
             sent = reminders_sent(fake)
             for chat, at in asked:
-                replies = sorted(c.time for c in fake.calls_to("sendMessage") if c.ok and c.params.get("chat_id") == chat)
+                replies = sorted(
+                    c.time for c in fake.calls_to("sendMessage") if c.ok and c.params.get("chat_id") == chat
+                )
                 if replies:
                     latencies.append((replies[0] - at) * 1000)
             span = (sent[-1] - sent[0]) if len(sent) > 1 else 0.0
@@ -128,9 +173,12 @@ def burst(reminders: int, window: float, *, limited: bool) -> dict[str, object]:
             }
             if latencies:
                 latencies.sort()
-                result |= {"patients_writing": len(asked), "answered": len(latencies),
-                           "reply_p50_ms": round(statistics.median(latencies), 1),
-                           "reply_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 1)}
+                result |= {
+                    "patients_writing": len(asked),
+                    "answered": len(latencies),
+                    "reply_p50_ms": round(statistics.median(latencies), 1),
+                    "reply_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 1),
+                }
             return result
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -148,8 +196,12 @@ def startup(patients: int) -> dict[str, object]:
             fake.wait_for_polling_sync(timeout=120)
             ready = time.perf_counter() - began
             time.sleep(6)  # a reminder tick has run over the whole table
-            return {"mode": "startup", "patients": patients, "seconds_to_polling": round(ready, 2),
-                    "peak_rss_mb": round(peak_rss_mb(proc.pid), 0)}
+            return {
+                "mode": "startup",
+                "patients": patients,
+                "seconds_to_polling": round(ready, 2),
+                "peak_rss_mb": round(peak_rss_mb(proc.pid), 0),
+            }
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)

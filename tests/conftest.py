@@ -20,11 +20,11 @@ import pytest
 # Before anything imports the runtime: the encoder and classifier caches go to a temporary folder.
 os.environ.setdefault("AFTERCARE_CACHE_DIR", str(Path(tempfile.gettempdir()) / "aftercare-test-cache"))
 
-from bot.config import Config, load_config  # noqa: E402
-from bot.core.conversation import Assistant  # noqa: E402
-from bot.runtime import load_assistant  # noqa: E402
-from bot.store import Store, open_store  # noqa: E402
-from tests.fake_telegram import FakeTelegram  # noqa: E402
+from bot.config import Config, load_config
+from bot.core.conversation import Assistant
+from bot.runtime import load_assistant
+from bot.store import Store, open_store
+from tests.fake_telegram import FakeTelegram
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_CONTENT = Path(__file__).parent / "fixtures" / "faq"

@@ -50,7 +50,7 @@ def test_fixture_is_valid(content_dir: Path) -> None:
     assert [p for p in problems if p.severity == "error"] == []
 
 
-Breakage = Callable[[Path], None]
+Breakage = Callable[[Path], object]
 
 CASES: list[tuple[str, Breakage, str, str]] = [
     (
@@ -179,14 +179,17 @@ CASES: list[tuple[str, Breakage, str, str]] = [
     ),
     (
         "triage rule naming an unknown guard",
-        lambda d: edit(d / "en/triage.yaml", "      phrases: [\"pus\"]", "      phrases: [\"pus\"]\n      unless: [nope]"),
+        lambda d: edit(d / "en/triage.yaml", '      phrases: ["pus"]', '      phrases: ["pus"]\n      unless: [nope]'),
         "en/triage.yaml@unless: [nope]",
         "unknown guard 'nope'",
     ),
     (
         "duplicate triage example",
-        lambda d: edit(d / "en/triage.yaml", 'crisis: ["I have saved up my sleeping pills"',
-                       'crisis: ["I have saved up my sleeping pills", "this itching is killing me"'),
+        lambda d: edit(
+            d / "en/triage.yaml",
+            'crisis: ["I have saved up my sleeping pills"',
+            'crisis: ["I have saved up my sleeping pills", "this itching is killing me"',
+        ),
         "en/triage.yaml@none: [",
         "duplicate example 'this itching is killing me'",
     ),

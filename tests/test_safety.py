@@ -25,7 +25,10 @@ EN = TriageFile(
     clause_breaks=("but", "however"),
     filler=("a", "the", "or", "any"),
     guards=GUARDS,
-    default_guards={Level.EMERGENCY: ("negated", "hypothetical", "past", "mild"), Level.URGENT: ("negated", "hypothetical", "past")},
+    default_guards={
+        Level.EMERGENCY: ("negated", "hypothetical", "past", "mild"),
+        Level.URGENT: ("negated", "hypothetical", "past"),
+    },
     rules=Rules(
         emergency=(
             Rule(id="breathing", phrases=("{can't|cannot} breath*", "hard to breath*"), match=("I can't breathe",)),
@@ -159,7 +162,10 @@ def _clusters(seed: int = 1) -> tuple[npt.NDArray[np.float32], TrainingSet]:
     x = np.array(vectors, dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     data = TrainingSet(
-        tuple(f"t{i}" for i in range(len(labels))), np.array(labels), np.array(groups), ("en",) * len(labels),
+        tuple(f"t{i}" for i in range(len(labels))),
+        np.array(labels),
+        np.array(groups),
+        ("en",) * len(labels),
         np.array(labels) > 0,  # the calm rows play the FAQ's own questions
     )
     return x, data

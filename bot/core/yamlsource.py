@@ -56,9 +56,8 @@ def load_yaml(path: Path, display: str | None = None, *, strings_only: bool = Fa
         doc.data = yaml.load(text, Loader=_BaseLoader if strings_only else _SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
         reason = exc.problem or exc.context or "invalid YAML"
-        doc.problems.append(Problem(doc.path, line, f"invalid YAML: {reason}"))
+        doc.problems.append(Problem(doc.path, mark.line + 1 if mark else None, f"invalid YAML: {reason}"))
         return doc
     except yaml.reader.ReaderError as exc:  # a control character: the reader knows only its offset
         line = text.count("\n", 0, exc.position) + 1
