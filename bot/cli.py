@@ -174,8 +174,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{n_errors} error(s), {n_warnings} warning(s)")
         return 1
     for lang, topic, question, level in danger_questions(content):
-        print(f"{content_file(config, lang)}: warning: the example question '{question}' of '{topic}' reports a "
-              f"danger sign ({level}): patients asking it get the safety message, never this answer")
+        print(
+            f"{content_file(config, lang)}: warning: the example question '{question}' of '{topic}' reports a "
+            f"danger sign ({level}): patients asking it get the safety message, never this answer"
+        )
         n_warnings += 1
     report = safety_figures(content)
     warnings = _print_report(report)
