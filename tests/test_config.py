@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from bot.cli import main
-from bot.config import load_config
+from bot.config import Config, load_config
 from bot.core.problems import InvalidContent
 
 TOKEN = "987654:SECRET-token-value"
@@ -85,3 +86,20 @@ def test_invalid_token_type_is_not_echoed(tmp_path: Path, capsys: pytest.Capture
 def test_missing_config_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(tmp_path / "nope.yaml"), "check"]) == 1
     assert "config file not found" in capsys.readouterr().out
+
+
+def _settings(model: type[BaseModel], prefix: str = "") -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        names.append(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names += _settings(field.annotation, f"{prefix}{name}.")
+    return names
+
+
+def test_the_example_config_loads_and_documents_every_setting() -> None:
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    load_config(example, environ={})
+    text = example.read_text(encoding="utf-8")
+    undocumented = [name for name in _settings(Config) if f"{name.rpartition('.')[2]}:" not in text]
+    assert undocumented == []
