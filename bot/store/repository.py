@@ -11,6 +11,7 @@ Every method is synchronous and short; the bot calls them from worker threads, n
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,11 +19,15 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     CursorResult,
     Engine,
+    Float,
+    Integer,
     and_,
+    bindparam,
     case,
     delete,
     exists,
@@ -35,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, sessionmaker
+from sqlalchemy.sql import Executable
 
 from bot.core.events import (
     AnswerCheckIn,
@@ -146,6 +152,19 @@ class Outgoing:
     payload: dict[str, Any]
     not_before: datetime
     patient: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A message Telegram accepted, to record: its Telegram id, the chat's next free slot (`pace`: chat,
+    epoch), the staff-post link (`link`: staff chat, message, patient) and messages that follow from it."""
+
+    row_id: int
+    message_id: int | None
+    pace: tuple[int, float] | None = None
+    link: tuple[int, int, int] | None = None
+    follow_up: Sequence[Outgoing] = ()
+    erase: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,24 +636,28 @@ class Store:
         )
         if self._dialect == "postgresql":
             candidates = candidates.with_for_update(of=ReminderRow, skip_locked=True)
-        queued = missed = 0
         with self._sessions.begin() as session:
+            missed: list[str] = []
+            queued: list[str] = []
+            messages: list[Outgoing] = []
             for row in session.execute(candidates).all():
                 due = DueReminder(*row)
                 rendered = None if now > as_utc(due.expires_at) else render(due)
                 if rendered is None:
-                    session.execute(update(ReminderRow).where(ReminderRow.key == due.key).values(state="missed"))
-                    missed += 1
+                    missed.append(due.key)
                     continue
                 outgoing, again = rendered
-                session.execute(
-                    update(ReminderRow).where(ReminderRow.key == due.key).values(state="queued", queued_at=now)
-                )
-                self._enqueue(session, outgoing, now)
+                queued.append(due.key)
+                messages.extend(outgoing)
                 if again is not None:
                     self._schedule(session, due.chat_id, [again])
-                queued += 1
-        return queued, missed
+            for keys, values in ((missed, {"state": "missed"}), (queued, {"state": "queued", "queued_at": now})):
+                for start in range(0, len(keys), 500):  # well under SQLite's limit of bound parameters
+                    chunk = keys[start : start + 500]
+                    session.execute(update(ReminderRow).where(ReminderRow.key.in_(chunk)).values(**values))
+            for start in range(0, len(messages), 200):
+                self._enqueue(session, messages[start : start + 200], now)
+        return len(queued), len(missed)
 
     def next_reminder_due(self) -> datetime | None:
         with self._sessions.begin() as session:
@@ -973,62 +996,13 @@ class Store:
         waits, and its hold never delays another chat.
         """
         now = as_utc(now)
-        epoch = now.timestamp()
-        other = aliased(OutboxRow)
-        ahead = exists().where(
-            other.chat_id == OutboxRow.chat_id,
-            other.state == "pending",
-            or_(
-                other.priority < OutboxRow.priority, and_(other.priority == OutboxRow.priority, other.id < OutboxRow.id)
-            ),
-        )
-        busy = exists().where(other.chat_id == OutboxRow.chat_id, other.state == "pending", other.lease_until >= now)
-        held = exists().where(
-            SendScopeRow.chat_id == OutboxRow.chat_id,
-            or_(SendScopeRow.hold_until > epoch, SendScopeRow.next_free > epoch),
-        )
-        candidates = (
-            select(OutboxRow.id)
-            .where(
-                OutboxRow.state == "pending",
-                OutboxRow.not_before <= now,
-                or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until < now),
-                ~ahead,
-                ~busy,
-                ~held,
-            )
-            .order_by(OutboxRow.priority, OutboxRow.id)
-            .limit(limit)
-        )
-        if self._dialect == "postgresql":
-            candidates = candidates.with_for_update(of=OutboxRow, skip_locked=True)
+        find, lease_them, read = self._claim_statements
         with self._sessions.begin() as session:
-            ids = list(session.scalars(candidates))
+            ids = list(session.scalars(find, {"now": now, "epoch": now.timestamp(), "limit": limit}))
             if not ids:
                 return []
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id.in_(ids))
-                .values(lease_owner=owner, lease_until=now + lease, attempts=OutboxRow.attempts + 1)
-            )
-            pace = select(SendScopeRow.next_free).where(SendScopeRow.chat_id == OutboxRow.chat_id).scalar_subquery()
-            rows = session.execute(
-                select(
-                    OutboxRow.id,
-                    OutboxRow.key,
-                    OutboxRow.chat_id,
-                    OutboxRow.priority,
-                    OutboxRow.kind,
-                    OutboxRow.payload,
-                    OutboxRow.attempts,
-                    OutboxRow.uncertain,
-                    OutboxRow.patient,
-                    OutboxRow.created_at,
-                    func.coalesce(pace, 0.0).label("next_free"),
-                )
-                .where(OutboxRow.id.in_(ids))
-                .order_by(OutboxRow.priority, OutboxRow.id)
-            ).all()
+            session.execute(lease_them, {"ids": ids, "owner": owner, "until": now + lease})
+            rows = session.execute(read, {"ids": ids}).all()
         return [
             Queued(
                 r.id,
@@ -1046,6 +1020,64 @@ class Store:
             for r in rows
         ]
 
+    @functools.cached_property
+    def _claim_statements(self) -> tuple[Executable, Executable, Executable]:
+        """The claim's three statements, built once: building them is most of a claim's cost."""
+        now, epoch = bindparam("now", type_=UtcDateTime()), bindparam("epoch", type_=Float())
+        ids: BindParameter[list[int]] = bindparam("ids", expanding=True)
+        other = aliased(OutboxRow)
+        ahead = exists().where(
+            other.chat_id == OutboxRow.chat_id,
+            other.state == "pending",
+            or_(
+                other.priority < OutboxRow.priority, and_(other.priority == OutboxRow.priority, other.id < OutboxRow.id)
+            ),
+        )
+        busy = exists().where(other.chat_id == OutboxRow.chat_id, other.state == "pending", other.lease_until >= now)
+        held = exists().where(
+            SendScopeRow.chat_id == OutboxRow.chat_id,
+            or_(SendScopeRow.hold_until > epoch, SendScopeRow.next_free > epoch),
+        )
+        find = (
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.state == "pending",
+                OutboxRow.not_before <= now,
+                or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until < now),
+                ~ahead,
+                ~busy,
+                ~held,
+            )
+            .order_by(OutboxRow.priority, OutboxRow.id)
+            .limit(bindparam("limit", type_=Integer()))
+        )
+        if self._dialect == "postgresql":
+            find = find.with_for_update(of=OutboxRow, skip_locked=True)
+        lease_them = (
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(ids))
+            .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"), attempts=OutboxRow.attempts + 1)
+        )
+        pace = select(SendScopeRow.next_free).where(SendScopeRow.chat_id == OutboxRow.chat_id).scalar_subquery()
+        read = (
+            select(
+                OutboxRow.id,
+                OutboxRow.key,
+                OutboxRow.chat_id,
+                OutboxRow.priority,
+                OutboxRow.kind,
+                OutboxRow.payload,
+                OutboxRow.attempts,
+                OutboxRow.uncertain,
+                OutboxRow.patient,
+                OutboxRow.created_at,
+                func.coalesce(pace, 0.0).label("next_free"),
+            )
+            .where(OutboxRow.id.in_(ids))
+            .order_by(OutboxRow.priority, OutboxRow.id)
+        )
+        return find, lease_them, read
+
     def next_message_due(self, now: datetime) -> datetime | None:
         """When the earliest pending message may go (for sleeping until then)."""
         with self._sessions.begin() as session:
@@ -1062,30 +1094,40 @@ class Store:
         follow_up: Sequence[Outgoing] = (),
         erase: bool = False,
     ) -> None:
-        """Records a delivery: the message's Telegram id, the chat's next free slot (`pace`: chat, epoch),
-        the staff-post link (`link`: staff chat, message, patient) and messages that follow from it."""
+        """Records one delivery (see `Delivered`)."""
+        self.messages_sent([Delivered(row_id, message_id, pace, link, follow_up, erase)], at=at)
+
+    def messages_sent(self, deliveries: Sequence[Delivered], *, at: datetime) -> None:
+        """Records deliveries in one transaction: the sender commits together what finished together."""
         at = as_utc(at)
         with self._sessions.begin() as session:
-            if erase:  # the reply to /forget: once delivered, no trace of the patient is left
-                session.execute(delete(OutboxRow).where(OutboxRow.id == row_id))
-            else:
+            erased = [d.row_id for d in deliveries if d.erase]  # the reply to /forget: no trace left
+            if erased:
+                session.execute(delete(OutboxRow).where(OutboxRow.id.in_(erased)))
+            kept = [d for d in deliveries if not d.erase]
+            if kept:
                 session.execute(
-                    update(OutboxRow)
-                    .where(OutboxRow.id == row_id)
-                    .values(
-                        state="sent",
-                        sent_at=at,
-                        message_id=message_id,
-                        lease_owner=None,
-                        lease_until=None,
-                        payload="{}",
-                    )
+                    update(OutboxRow),
+                    [
+                        {
+                            "id": d.row_id,
+                            "state": "sent",
+                            "sent_at": at,
+                            "message_id": d.message_id,
+                            "lease_owner": None,
+                            "lease_until": None,
+                            "payload": "{}",
+                        }
+                        for d in kept
+                    ],
                 )
-            if pace is not None:
-                self._pace(session, *pace)
-            if link is not None:
-                self._link(session, link[0], link[1], link[2], at)
-            self._enqueue(session, follow_up, at)
+            paces = {d.pace[0]: d.pace[1] for d in deliveries if d.pace is not None}
+            if paces:
+                self._pace_many(session, paces)
+            for d in deliveries:
+                if d.link is not None:
+                    self._link(session, d.link[0], d.link[1], d.link[2], at)
+            self._enqueue(session, [item for d in deliveries for item in d.follow_up], at)
 
     def message_retry(self, row_id: int, *, not_before: datetime, error: str, uncertain: bool = False) -> None:
         """Gives a message back to the queue for a later attempt."""
@@ -1164,6 +1206,17 @@ class Store:
         """The chat's next message may not go before `next_free` (its share of Telegram's per-chat limit)."""
         self._scope(session, chat_id)
         session.execute(update(SendScopeRow).where(SendScopeRow.chat_id == chat_id).values(next_free=next_free))
+
+    def _pace_many(self, session: Session, paces: dict[int, float]) -> None:
+        """`_pace` for many chats in one statement."""
+        statement = self._insert(SendScopeRow).values(
+            [{"chat_id": chat, "next_free": when, "hold_until": 0.0} for chat, when in paces.items()]
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[SendScopeRow.chat_id], set_={"next_free": statement.excluded.next_free}
+            )
+        )
 
     def move_chat(self, old: int, new: int) -> int:
         """A group became a supergroup: its queued messages go to the new chat id."""

@@ -200,7 +200,10 @@ class OutboxRow(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "state", "chat_id", "priority", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "state", "chat_id", "priority", "id"),  # what a chat has waiting
+        Index("ix_outbox_next", "state", "priority", "id"),  # the queue in sending order: a claim stops early
+    )
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(160), unique=True)

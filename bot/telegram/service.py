@@ -45,7 +45,7 @@ from bot.core.events import Priority
 from bot.core.recovery import Reminder
 from bot.delivery.outgoing import REMINDER, SAFETY, keyboard, text_messages
 from bot.delivery.qr import qr_png
-from bot.delivery.sender import Delivery, Fatal, Limits, Sender
+from bot.delivery.sender import UNPACED_IN_FLIGHT, Delivery, Fatal, Limits, Sender
 from bot.logs import setup_logging
 from bot.runtime import build_dialogue
 from bot.store import Store, open_store
@@ -194,8 +194,14 @@ class Service:
         self.exit_code = EXIT_OK
         telegram = config.telegram
         token = telegram.token.get_secret_value() if telegram.token else ""
+        # More connections than messages in flight, but not many more: httpcore checks every pooled
+        # connection on each request, so a large pool costs CPU on every message.
         request = request or HTTPXRequest(
-            connection_pool_size=64, read_timeout=10, write_timeout=10, connect_timeout=5, pool_timeout=10
+            connection_pool_size=UNPACED_IN_FLIGHT + 8,
+            read_timeout=10,
+            write_timeout=10,
+            connect_timeout=5,
+            pool_timeout=10,
         )
         self.app: Application = (  # type: ignore[type-arg]
             Application.builder()
