@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.core.content import load_content
 from bot.core.plans import (
     NO_QUIET_HOURS,
     TREATMENTS,
@@ -38,23 +39,24 @@ from bot.core.plans import (
     schedule,
     step_message,
 )
+from bot.core.problems import Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "faq"
 FIXTURE = Path(__file__).parent / "fixtures" / "faq"
 FIXTURE_TREATMENTS = ("meso_face", "microneedling")
-FACTS = {
-    "en": {
-        "clinic_name": "Clinic",
-        "clinic_phone": "+1 555",
-        "clinic_email": "a@b.c",
-        "clinic_address": "Street 1",
-        "opening_hours": "9-17",
-        "booking_url": "https://x.example",
-        "emergency_number": "112",
-        "crisis_line": "116 123",
-    }
+SHIPPED_LANGUAGES = ("en", "it", "pl", "es")
+CLINIC = {
+    "clinic_name": "Clinic",
+    "clinic_phone": "+1 555",
+    "clinic_email": "a@b.c",
+    "clinic_address": "Street 1",
+    "opening_hours": "9-17",
+    "booking_url": "https://x.example",
+    "emergency_number": "112",
+    "crisis_line": "116 123",
 }
+FACTS = {lang: CLINIC for lang in SHIPPED_LANGUAGES}
 
 ROME = ZoneInfo("Europe/Rome")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -141,12 +143,20 @@ def dues(items: list[Scheduled], zone: ZoneInfo) -> dict[str, str]:
 # --- Loading: shipped content and fixture ------------------------------------------------------
 
 
-def test_shipped_plans_load_with_zero_problems_for_english() -> None:
-    plans, problems = load_plans(SHIPPED, ("en",), FACTS)
+def load_shipped(languages: tuple[str, ...] = SHIPPED_LANGUAGES) -> tuple[Plans | None, list[Problem]]:
+    """The shipped plans loaded as the bot loads them: with the facts of `faq/facts.yaml`."""
+    content, problems = load_content(SHIPPED, languages, FACTS)
+    assert content is not None, [str(p) for p in problems]
+    return load_plans(SHIPPED, languages, FACTS, content_facts=content.facts)
+
+
+def test_shipped_plans_load_with_zero_problems_in_every_language() -> None:
+    plans, problems = load_shipped()
     assert [str(p) for p in problems] == []
     assert plans is not None
     assert set(plans.plans) == set(TREATMENTS)
-    assert set(plans.texts["en"]) == set(TREATMENTS)
+    for lang in SHIPPED_LANGUAGES:
+        assert set(plans.texts[lang]) == set(TREATMENTS)
 
 
 def test_fixture_loads(fixture_plans: Plans) -> None:
@@ -172,7 +182,7 @@ def test_the_fixture_alone_misses_the_other_treatments() -> None:
 
 
 def shipped_texts() -> Plans:
-    plans, _ = load_plans(SHIPPED, ("en",), FACTS)
+    plans, _ = load_shipped(("en",))
     assert plans is not None
     return plans
 
