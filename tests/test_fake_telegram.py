@@ -142,8 +142,9 @@ async def test_edit_message_text_and_not_modified(bot: Bot, fake: FakeTelegram) 
 @pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 async def test_rate_limit_raises_retry_after(bot: Bot, fake: FakeTelegram) -> None:
     fake.fail_next("sendMessage")
-    with pytest.raises(RetryAfter, match="Retry in 1 "):
+    with pytest.raises(RetryAfter) as raised:
         await bot.send_message(1, "hi")
+    assert raised.value.retry_after in (1, dtm.timedelta(seconds=1))  # seconds, or a timedelta from PTB 22.2 on
     await bot.send_message(1, "hi")  # only the next call failed
     assert [c.status for c in fake.calls_to("sendMessage")] == [429, 200]
 

@@ -177,7 +177,7 @@ def test_thresholds_come_from_cross_validation_and_catch_every_separable_example
     for level in (Level.EMERGENCY, Level.CRISIS):
         figures = report.levels["en"][level]
         assert figures.caught == figures.examples
-        assert classifier.LOWEST_MARGIN <= model.thresholds[level].margin < model.thresholds[level].certain
+        assert classifier.LOWEST_MARGIN[level] <= model.thresholds[level].margin < model.thresholds[level].certain
     count, asked, alerted = report.questions["en"]
     assert asked + alerted <= count * classifier.MAX_CALM_QUESTIONS * len(classifier.DANGER)
     probabilities = model.probabilities(x)

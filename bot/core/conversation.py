@@ -16,7 +16,7 @@ from bot.core.content import Content, LanguagePack, Text, fill
 from bot.core.facts import values as fact_values
 from bot.core.matcher import Matcher, MatchResult, Outcome, SemanticIndex
 from bot.core.safety.model import Level
-from bot.core.safety.triage import Assessment, Triage
+from bot.core.safety.triage import CLEAR, Assessment, Triage
 from bot.core.safety.triage import Outcome as TriageOutcome
 
 # Matching looks at the beginning of very long messages; triage reads all of it.
@@ -142,6 +142,8 @@ class Assistant:
             return Reply(self.text(lang, Text.EMPTY_MESSAGE), Kind.EMPTY, lang)
         written_in = self.matcher.language_of(text[:MATCH_CHARS], lang)
         assessment = self.triage.assess(text, written_in, recent)
+        if assessment.source == "semantic" and self.matcher.smalltalk(text) is not None:
+            assessment = CLEAR  # "thanks so much 💕" only resembles a farewell: no rule saw a danger sign
         if assessment.outcome is TriageOutcome.CERTAIN and assessment.level is not None:
             return self.safety(assessment, written_in, clinic_open=clinic_open)
         if assessment.outcome is TriageOutcome.UNSURE and assessment.level is not None:

@@ -5,14 +5,16 @@ judged only by the guards of its own clause: "no fever", "if my throat closes", 
 fainted" cancel the sign they stand next to, never a sign in another clause, so "just curious,
 but my throat is closing" is an emergency. A guard's words come from the rule's language and the
 language the message is written in, because one language's "if" is another's everyday word
-(Italian *se* "if" is Spanish *se* in "se me hinchan los labios").
+(Italian *se* "if" is Spanish *se* in "se me hinchan los labios"). For the same reason another
+language's rule is only ever sure when the message's own language agrees: alone, it asks ("my son
+has a temp of 39" reads as an Italian fever, but the English guards know it is about a child).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.core.safety.model import PRECEDENCE, Guard, Level, TriageFile
@@ -88,6 +90,8 @@ class RuleSet:
             for rule in rules:
                 for match in rule.pattern.finditer(normalised):
                     found.append(self._judge(normalised, match, rule, rule_lang, lang or rule_lang))
+        if lang is not None and not any(h.effect is None and h.rule.startswith(f"{lang}:") for h in found):
+            found = [replace(h, guard="another language", effect="ask") if h.effect is None else h for h in found]
         order = {level: i for i, level in enumerate(PRECEDENCE)}
         found.sort(key=lambda hit: (order[hit.level], hit.effect is not None, hit.start))
         return found

@@ -12,7 +12,7 @@ from bot.core.safety.rules import RuleSet
 def training_set(content: Content) -> TrainingSet:
     """Curated examples per level and hard negatives (grouped by paraphrase), plus the content's questions.
 
-    FAQ example questions and out-of-scope questions are ordinary calm messages: they teach the
+    FAQ example questions, out-of-scope questions and small talk are ordinary calm messages: they teach the
     classifier what everyday talk looks like, and the false-alarm figures count them apart.
     """
     texts: list[str] = []
@@ -21,6 +21,7 @@ def training_set(content: Content) -> TrainingSet:
     langs: list[str] = []
     hard: list[bool] = []
     group = 0
+    topic_group: dict[str, int] = {}
     reported = {question for _, _, question, _ in danger_questions(content)}
     for lang, pack in content.packs.items():
         for label_index, label in enumerate(LABELS):
@@ -32,14 +33,30 @@ def training_set(content: Content) -> TrainingSet:
                     groups.append(group)
                     langs.append(lang)
                     hard.append(True)
-        everyday = [q for entry in pack.faq.entries for q in entry.questions] + list(pack.out_of_scope.questions)
+        smalltalk = pack.faq.smalltalk
+        everyday = [
+            *(q for entry in pack.faq.entries for q in entry.questions),
+            *pack.out_of_scope.questions,
+            *smalltalk.greeting,
+            *smalltalk.thanks,
+        ]
+        # One group per FAQ topic: cross-validation must not let a topic's paraphrases vouch for each other, or
+        # everyday questions look far calmer than a patient's own words (thresholds would ask too often).
+        for entry in pack.faq.entries:
+            if entry.id not in topic_group:  # the same topic in every language: translations are paraphrases too
+                group += 1
+                topic_group[entry.id] = group
+        topic_of = {q: entry.id for entry in pack.faq.entries for q in entry.questions}
         for text in everyday:
             if text in reported:
                 continue  # a question that reports danger is not a calm example, whatever topic it sits under
-            group += 1
+            if text in topic_of:
+                groups.append(topic_group[topic_of[text]])
+            else:
+                group += 1
+                groups.append(group)
             texts.append(text)
             labels.append(0)
-            groups.append(group)
             langs.append(lang)
             hard.append(False)
     return TrainingSet(
