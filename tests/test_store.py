@@ -220,6 +220,7 @@ def test_forget_deletes_every_row_about_the_patient(db: Store) -> None:
         outgoing=[message("x", ALICE), Outgoing("staff", STAFF, 1, "alert", {"text": "about Alice"}, at(), ALICE)],
         at=at(),
     )
+    db.hold_chat(ALICE, at(5).timestamp())  # Telegram's flood limit for her chat names her too
     assert db.count_rows_for(ALICE) > 0
     db.commit_turn(chat_id=ALICE, lang="en", effects=(Forget(),), outgoing=[], at=at(1))
     assert db.count_rows_for(ALICE) == 0
@@ -240,6 +241,17 @@ def test_retention_purges_handled_updates_and_sent_messages(db: Store) -> None:
     db.message_sent(sent.id, at=at(), message_id=3)
     assert db.purge(at(-1), handled_before=at(60 * 24 * 3)) >= 2
     assert db.messages(ALICE) == []
+
+
+def test_retention_purges_stale_pacing_state_but_not_a_live_hold(db: Store) -> None:
+    db.commit_turn(chat_id=ALICE, lang="en", effects=(RecordEvent("answer"),), outgoing=[], at=at())
+    db.commit_turn(chat_id=BOB, lang="en", effects=(RecordEvent("answer"),), outgoing=[], at=at())
+    db.hold_chat(ALICE, at(1).timestamp())  # long past at purge time
+    db.hold_chat(BOB, at(60 * 24 * 10).timestamp())  # still holding
+    alice, bob = db.count_rows_for(ALICE), db.count_rows_for(BOB)
+    db.purge(at(-1), handled_before=at(60 * 24 * 3))
+    assert db.count_rows_for(ALICE) == alice - 1
+    assert db.count_rows_for(BOB) == bob
 
 
 # -- reminders -----------------------------------------------------------------------------------------

@@ -755,6 +755,13 @@ class Store:
             delete(InboxRow).where(InboxRow.done.is_(True), InboxRow.done_at < handled),
             delete(OutboxRow).where(OutboxRow.state != "pending", OutboxRow.created_at < handled),
             delete(RecentMessageRow).where(RecentMessageRow.at < handled),
+            # A confirmation question nobody answered for days is stale; pacing state long past only names a chat.
+            delete(PendingQuestionRow).where(PendingQuestionRow.at < handled),
+            delete(SendScopeRow).where(
+                SendScopeRow.chat_id != 0,
+                SendScopeRow.next_free < handled.timestamp(),
+                SendScopeRow.hold_until < handled.timestamp(),
+            ),
         )
         with self._sessions.begin() as session:
             return sum(_rowcount(session.execute(statement)) for statement in statements)

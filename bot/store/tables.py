@@ -328,6 +328,7 @@ PATIENT_TABLES: tuple[Table, ...] = tuple(
         EnrolmentRow,
         InviteRow,
         PatientZoneRow,
+        SendScopeRow,
         PatientRow,
     )
 )

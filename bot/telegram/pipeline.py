@@ -85,6 +85,12 @@ class Pipeline:
         if event is None:
             return self._commit(Turn(), [], chat_id=0, update_row=update_row, at=now)
         inbound = event
+        if inbound.channel is Channel.GROUP and inbound.mentioned and self.staff.chat_id is None:
+            # How a clinic finds its staff group's id: add the bot, mention it once, read the log (ids only).
+            log.info(
+                "mentioned in group chat %d; set telegram.staff_chat_id to it to make it the staff group",
+                inbound.chat_id,
+            )
         degraded = ""
         try:
             patient, linked = self._states(inbound, now)

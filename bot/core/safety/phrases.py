@@ -17,6 +17,7 @@ conditions that cancel a rule ("no", "if", "last year") are guards, written once
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -48,6 +49,14 @@ def normalise(text: str) -> str:
     return fold(_LINES.sub(" ; ", visible.translate(_JOINERS)))
 
 
+@functools.cache
+def compiled(source: str) -> re.Pattern[str]:
+    """`re.compile` remembered for good: the rules are compiled again for every language's check and for the
+    bot, and their thousands of large patterns overflow the `re` module's own small cache (start-up took 11 s)."""
+    return re.compile(source)
+
+
+@functools.cache
 def compile_phrase(phrase: str) -> str:
     """The regex source of a phrase (without word boundaries); raises PhraseError."""
     source = phrase.strip()
@@ -58,7 +67,7 @@ def compile_phrase(phrase: str) -> str:
     if source.startswith("re:"):
         raw = source[3:].strip()
         try:
-            re.compile(raw)
+            compiled(raw)
         except re.error as exc:
             raise PhraseError(f"invalid regular expression: {exc}") from None
         return raw
@@ -70,7 +79,7 @@ def phrase_regex(phrases: list[str] | tuple[str, ...]) -> re.Pattern[str] | None
     parts = sorted({compile_phrase(p) for p in phrases}, key=len, reverse=True)
     if not parts:
         return None
-    return re.compile(_LEFT + "(?:" + "|".join(f"(?:{p})" for p in parts) + ")" + _RIGHT)
+    return compiled(_LEFT + "(?:" + "|".join(f"(?:{p})" for p in parts) + ")" + _RIGHT)
 
 
 def _sequence(source: str, original: str) -> str:

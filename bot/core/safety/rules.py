@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.core.safety.model import PRECEDENCE, Guard, Level, TriageFile
-from bot.core.safety.phrases import compile_phrase, normalise, phrase_regex
+from bot.core.safety.phrases import compile_phrase, compiled, normalise, phrase_regex
 
 _PUNCTUATION = r"[.!?;:()¿¡…](?!\d)"
 _TOKEN = re.compile(r"[a-z0-9']+")
@@ -67,14 +67,14 @@ class RuleSet:
         self._rules: dict[str, list[_CompiledRule]] = {}
         self._screens: dict[str, re.Pattern[str]] = {}
         for lang, file in files.items():
-            compiled = [
+            language_rules = [
                 _CompiledRule(level, f"{lang}:{rule.id}", pattern, file.guards_of(level, rule), rule.ask)
                 for level, _, rule in file.every_rule()
                 if (pattern := phrase_regex(rule.phrases)) is not None
             ]
-            self._rules[lang] = compiled
-            if compiled:  # one search tells whether any rule of the language can match at all
-                self._screens[lang] = re.compile("|".join(f"(?:{r.pattern.pattern})" for r in compiled))
+            self._rules[lang] = language_rules
+            if language_rules:  # one search tells whether any rule of the language can match at all
+                self._screens[lang] = compiled("|".join(f"(?:{r.pattern.pattern})" for r in language_rules))
         self._guard_cache: dict[tuple[str, str, str], _CompiledGuard | None] = {}
         self._break_cache: dict[tuple[str, str], re.Pattern[str]] = {}
         self._filler = frozenset(w for f in files.values() for phrase in f.filler for w in _TOKEN.findall(phrase))
@@ -175,7 +175,7 @@ class RuleSet:
                 words.extend(self._files[lang].clause_breaks)
             word_regex = phrase_regex(words)
             source = _PUNCTUATION + (f"|{word_regex.pattern}" if word_regex is not None else "")
-            self._break_cache[key] = re.compile(source)
+            self._break_cache[key] = compiled(source)
         return self._break_cache[key]
 
 
@@ -249,7 +249,8 @@ def check_rules(file: TriageFile, lang: str, every: Mapping[str, TriageFile]) ->
                 broken = True
                 yield RuleProblem((*loc, "phrases", p_index), f"rule '{rule.id}': {exc}")
                 continue
-            if re.fullmatch(key, ""):
+            # A phrase of words always needs one (compile_phrase checks); only a raw regex can match nothing.
+            if phrase.strip().startswith("re:") and compiled(key).fullmatch(""):
                 yield RuleProblem(
                     (*loc, "phrases", p_index), f"rule '{rule.id}': phrase '{phrase}' matches an empty message"
                 )
