@@ -69,7 +69,11 @@ def test_long_rambling_message(shipped: Shipped) -> None:
         "have a gym class booked tomorrow evening, a spinning class where I sweat a lot, and I wonder if I "
         "should skip it or if it is fine to go. Thank you so much!"
     )
-    assert shipped[1].answer(message, "en").topic == "exercise_heat"
+    reply = shipped[1].answer(message, "en")
+    # No false alarm for the apology and the nerves; the gym answer, or "did you mean" with it first (most of
+    # the message's words are about other things, so the coverage gate may hold the answer back).
+    assert reply.level is None
+    assert reply.topic == "exercise_heat" or (reply.kind is Kind.UNSURE and reply.candidates[0] == "exercise_heat")
 
 
 def test_matching_is_deterministic(shipped: Shipped) -> None:

@@ -1109,7 +1109,11 @@ class Store:
         at = as_utc(at)
         with self._sessions.begin() as session:
             erased = [d.row_id for d in deliveries if d.erase]  # the reply to /forget: no trace left
+            forgotten: set[int] = set()
             if erased:
+                forgotten = set(session.scalars(select(OutboxRow.chat_id).where(OutboxRow.id.in_(erased)))) - {0}
+                # Its pacing state too: the chat id is all it holds, and nothing is owed to that chat any more.
+                session.execute(delete(SendScopeRow).where(SendScopeRow.chat_id.in_(forgotten)))
                 session.execute(delete(OutboxRow).where(OutboxRow.id.in_(erased)))
             kept = [d for d in deliveries if not d.erase]
             if kept:
@@ -1128,7 +1132,7 @@ class Store:
                         for d in kept
                     ],
                 )
-            paces = {d.pace[0]: d.pace[1] for d in deliveries if d.pace is not None}
+            paces = {d.pace[0]: d.pace[1] for d in deliveries if d.pace is not None and d.pace[0] not in forgotten}
             if paces:
                 self._pace_many(session, paces)
             for d in deliveries:
