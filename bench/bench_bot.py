@@ -1,6 +1,6 @@
 """Bot benchmark: N simulated patients against the fake Bot API, the real `aftercare run` process in between.
 
-Run: .venv/bin/python bench/bench_bot.py [--users 50] [--rate 50] [--seconds 20]
+Run: .venv/bin/python bench/bench_bot.py [--users 50] [--rate 50] [--seconds 20] [--pace 0]
 Prints replies/s and p50/p99 latency from update (queued at the fake server) to reply (sendMessage
 received by the fake server). Target on a 2-core machine: p99 < 100 ms at 50 messages/s.
 """
@@ -60,6 +60,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--rate", type=float, default=50.0, help="messages per second, all users together")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        help="the bot's total send rate limit (telegram.max_messages_per_second); 0, the default here, measures "
+        "what the bot itself can do, since the fake server has no flood limit (the shipped default is 28.5)",
+    )
     args = parser.parse_args()
 
     with FakeTelegram() as fake, tempfile.TemporaryDirectory() as tmp:
@@ -70,8 +77,14 @@ def main() -> None:
             "AFTERCARE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
             "AFTERCARE_STAFF_CHAT_ID": "-100999",
         }
+        config = Path(tmp) / "config.yaml"
+        config.write_text(f"telegram:\n  max_messages_per_second: {args.pace}\n", encoding="utf-8")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"], cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "bot", "--config", str(config), "run"],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             fake.wait_for_polling_sync(timeout=60)
@@ -105,6 +118,7 @@ def main() -> None:
             proc.wait(timeout=30)
     latencies.sort()
     result = {
+        "pace": args.pace,
         "users": args.users,
         "offered_rate": args.rate,
         "messages": total,

@@ -260,6 +260,7 @@ class Matcher:
             vocabulary = {w for d in docs if d.topic == topic for w in words(fold(d.text))}
             prefixes = frozenset(w[:PREFIX] for w in vocabulary if len(w) >= PREFIX)
             self._known[topic] = (frozenset(vocabulary), prefixes)
+        self._content_words = frozenset().union(*(vocabulary for vocabulary, _ in self._known.values()))
         self._in_scope = np.array([d.topic != OUT_OF_SCOPE for d in docs])
         self._answerable: FloatArray | None = None
         self._semantic: SemanticIndex | None = None
@@ -307,9 +308,12 @@ class Matcher:
         return known / len(tokens)
 
     def _function_word(self, token: str) -> bool:
-        """A stopword, or one letter away from one ("wen", "whta"): typos of little words are not content."""
+        """A stopword, or a word the content never uses one letter away from one ("wen" for "when"): typos of
+        little words are not content ("arde" is a word of the content, not a typo of "tarde")."""
         if token in self._vectoriser.stopwords:
             return True
+        if token in self._content_words:
+            return False
         found = self._typo_cache.get(token)
         if found is None:
             found = bool(difflib.get_close_matches(token, self._short_stopwords, n=1, cutoff=TYPO_SIMILARITY))
