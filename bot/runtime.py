@@ -53,8 +53,9 @@ def check_config(explicit_config: str | None) -> tuple[Config, Path | None]:
     return load_config(path), path
 
 
-def check(explicit_config: str | None) -> tuple[Config | None, Content | None, list[Problem]]:
-    """Everything `aftercare check` reports; never raises for bad input."""
+def check(explicit_config: str | None, *, examples: bool = True) -> tuple[Config | None, Content | None, list[Problem]]:
+    """Everything `aftercare check` reports; never raises for bad input. `examples=False` skips running every
+    safety rule over its own example messages: a curator's check, not something each start-up needs."""
     path = config_path(explicit_config)
     if path is not None and not path.is_file():
         return None, None, [Problem(str(path), None, "config file not found")]
@@ -62,14 +63,14 @@ def check(explicit_config: str | None) -> tuple[Config | None, Content | None, l
         config = load_config(path)
     except InvalidContent as exc:
         return None, None, exc.problems
-    content, problems = load_all_content(config)
+    content, problems = load_all_content(config, examples=examples)
     return config, content, problems
 
 
-def load_all_content(config: Config) -> tuple[Content | None, list[Problem]]:
+def load_all_content(config: Config, *, examples: bool = True) -> tuple[Content | None, list[Problem]]:
     """The FAQ, interface texts, safety content and recovery plans the config points to, with every problem."""
     facts = {lang: config.facts(lang) for lang in config.languages}
-    content, problems = load_content(config.content_dir, config.languages, facts)
+    content, problems = load_content(config.content_dir, config.languages, facts, examples=examples)
     if content is not None and all(pack.ui.staff is None for pack in content.packs.values()):
         where = str(config.content_dir / config.default_language / "ui.yaml")
         problems.append(Problem(where, None, "no 'staff' texts in any language: the staff chat needs them"))
@@ -89,7 +90,7 @@ def load_all_content(config: Config) -> tuple[Content | None, list[Problem]]:
 
 def load_assistant(explicit_config: str | None) -> tuple[Config, Assistant]:
     """Config + validated content + Assistant; raises InvalidContent with every error found."""
-    config, content, problems = check(explicit_config)
+    config, content, problems = check(explicit_config, examples=False)
     if config is None or content is None:
         raise InvalidContent(errors(problems) or problems)
     return config, _assistant(config, content)
@@ -97,7 +98,7 @@ def load_assistant(explicit_config: str | None) -> tuple[Config, Assistant]:
 
 def assistant_for(config: Config) -> Assistant:
     """The Assistant for an already loaded config; raises InvalidContent with every error found."""
-    content, problems = load_all_content(config)
+    content, problems = load_all_content(config, examples=False)
     if content is None:
         raise InvalidContent(errors(problems) or problems)
     return _assistant(config, content)
@@ -119,20 +120,17 @@ def _assistant(config: Config, content: Content) -> Assistant:
 
 def safety_model(content: Content, index: SemanticIndex) -> tuple[Model, Report]:
     """The triage classifier and its cross-validated figures, trained once per content and cached by its hash."""
-    data = training_set(content)
-    # Every setting that changes the model is part of the cache key.
+    # The key is made of what the training set is built from, not of the set itself: building it runs every
+    # rule over every FAQ question (seconds), which a start-up with a cached model need not do.
     settings = tuple(
         (name, getattr(classifier, name)) for name in dir(classifier) if name.isupper() and not name.startswith("_")
     )
-    key = "\x1f".join(
-        [
-            UseEncoder.model_id(),
-            repr(settings),
-            *data.texts,
-            *map(str, data.labels.tolist()),
-            *map(str, data.groups.tolist()),
-        ]
-    )
+    inputs = [UseEncoder.model_id(), repr(settings)]
+    for lang, pack in content.packs.items():
+        inputs += [lang, pack.triage.model_dump_json(), *pack.out_of_scope.questions]
+        inputs += [*pack.faq.smalltalk.greeting, "\x1e", *pack.faq.smalltalk.thanks, "\x1e"]
+        inputs += [f"{entry.id}\x1d{question}" for entry in pack.faq.entries for question in entry.questions]
+    key = "\x1f".join(inputs)
     path = cache_dir() / f"safety-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:24]}.pickle"
     try:
         with path.open("rb") as handle:
@@ -141,6 +139,7 @@ def safety_model(content: Content, index: SemanticIndex) -> tuple[Model, Report]
             return cached[0], cached[1]
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, IndexError):
         pass
+    data = training_set(content)
     known = {d.text: i for i, d in enumerate(documents(content))}
     missing = sorted({t for t in data.texts if t not in known})
     encoded = dict(zip(missing, index.encoder.encode(missing), strict=True)) if missing else {}

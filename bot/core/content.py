@@ -346,7 +346,11 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def load_content(
-    content_dir: Path, languages: tuple[str, ...], facts: Mapping[str, Mapping[str, str]] | None = None
+    content_dir: Path,
+    languages: tuple[str, ...],
+    facts: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    examples: bool = True,
 ) -> tuple[Content | None, list[Problem]]:
     """Load and validate `faq/`; returns the content (None if there are errors) and every problem found.
 
@@ -409,7 +413,7 @@ def load_content(
 
     every_triage = {lang: pack.triage for lang, pack in packs.items()}
     for lang, pack in packs.items():
-        problems.extend(_check_triage(pack.triage, triage_docs[lang], lang, every_triage))
+        problems.extend(_check_triage(pack.triage, triage_docs[lang], lang, every_triage, examples))
 
     has_errors = any(p.severity == "error" for p in problems)
     if has_errors or topics is None:
@@ -551,10 +555,10 @@ def _check_ui(
 
 
 def _check_triage(
-    rules: TriageFile, doc: YamlDocument, lang: str, every: Mapping[str, TriageFile]
+    rules: TriageFile, doc: YamlDocument, lang: str, every: Mapping[str, TriageFile], examples: bool = True
 ) -> Iterator[Problem]:
     """Rules that compile, name known guards and pass their own examples; enough examples per level."""
-    for found in check_rules(rules, lang, every):
+    for found in check_rules(rules, lang, every, examples=examples):
         loc = tuple(str(part) if not isinstance(part, int) else part for part in found.loc)
         yield doc.problem(loc, found.message, found.severity)
     for level in PRECEDENCE:
