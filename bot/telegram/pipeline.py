@@ -20,8 +20,10 @@ from typing import Any
 from telegram import Update
 
 from bot.core import callbacks as cb
+from bot.core.conversation import MATCH_CHARS
 from bot.core.dialogue import Dialogue
 from bot.core.events import Channel, Forget, Inbound, PatientState, Priority, SetStopped, ShowStats, Turn
+from bot.core.safety.triage import Outcome as TriageOutcome
 from bot.delivery.outgoing import ALERT, NOTICE, SAFETY, text_messages, turn_messages
 from bot.store.repository import Outgoing, Store
 from bot.telegram.translate import Blocked, Bot, Migrated, translate
@@ -124,7 +126,12 @@ class Pipeline:
         event = translate(update, bot=self.bot, staff_chat=self.staff.chat_id, staff_users=self.staff.users, at=now)
         if not isinstance(event, Inbound) or event.channel is Channel.STAFF or not event.text.strip():
             return None
-        patient = PatientState(event.chat_id, self.dialogue.assistant.lang(event.sender.language_code))
+        assistant = self.dialogue.assistant
+        patient = PatientState(event.chat_id, assistant.lang(event.sender.language_code))
+        # Most messages are calm: triage alone says so, without the matching a whole turn would do.
+        written_in = assistant.matcher.language_of(event.text[:MATCH_CHARS], patient.lang)
+        if assistant.triage.assess(event.text, written_in).outcome is TriageOutcome.CLEAR:
+            return None
         turn = self.dialogue.handle(event, patient if event.channel is Channel.PRIVATE else None, None)
         if turn.priority is not Priority.SAFETY:
             return None
