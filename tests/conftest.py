@@ -29,6 +29,17 @@ from tests.fake_telegram import FakeTelegram
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_CONTENT = Path(__file__).parent / "fixtures" / "faq"
 STAFF_CHAT = -1001234567890
+# A clinic's facts, as content validation sees them (placeholder values to check texts' lengths against).
+TEST_CLINIC = {
+    "clinic_name": "Clinic",
+    "clinic_phone": "+1 555",
+    "clinic_email": "a@b.c",
+    "clinic_address": "Street 1",
+    "opening_hours": "9-17",
+    "booking_url": "https://x.example",
+    "emergency_number": "112",
+    "crisis_line": "116 123",
+}
 STAFF_USER = 424242
 PG_URL = os.environ.get("AFTERCARE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("AFTERCARE_REQUIRE_POSTGRES") == "1"

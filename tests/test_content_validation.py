@@ -10,20 +10,10 @@ import pytest
 
 from bot.cli import main
 from bot.core.content import load_content
+from tests.conftest import TEST_CLINIC
 
 FIXTURE = Path(__file__).parent / "fixtures" / "faq"
-FACTS = {
-    "en": {
-        "clinic_name": "Clinic",
-        "clinic_phone": "+1 555",
-        "clinic_email": "a@b.c",
-        "clinic_address": "Street 1",
-        "opening_hours": "9-17",
-        "booking_url": "https://x.example",
-        "emergency_number": "112",
-        "crisis_line": "116 123",
-    }
-}
+FACTS = {"en": TEST_CLINIC}
 
 
 @pytest.fixture

@@ -40,23 +40,14 @@ from bot.core.plans import (
     step_message,
 )
 from bot.core.problems import Problem
+from tests.conftest import TEST_CLINIC
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "faq"
 FIXTURE = Path(__file__).parent / "fixtures" / "faq"
 FIXTURE_TREATMENTS = ("meso_face", "microneedling")
 SHIPPED_LANGUAGES = ("en", "it", "pl", "es")
-CLINIC = {
-    "clinic_name": "Clinic",
-    "clinic_phone": "+1 555",
-    "clinic_email": "a@b.c",
-    "clinic_address": "Street 1",
-    "opening_hours": "9-17",
-    "booking_url": "https://x.example",
-    "emergency_number": "112",
-    "crisis_line": "116 123",
-}
-FACTS = {lang: CLINIC for lang in SHIPPED_LANGUAGES}
+FACTS = {lang: TEST_CLINIC for lang in SHIPPED_LANGUAGES}
 
 ROME = ZoneInfo("Europe/Rome")
 NEW_YORK = ZoneInfo("America/New_York")
