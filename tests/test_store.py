@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.exc import OperationalError
 
 from bot.core.events import (
     AnswerCheckIn,
@@ -27,7 +31,7 @@ from bot.core.events import (
 )
 from bot.core.recovery import Enrolment, Reminder
 from bot.core.safety.model import Level
-from bot.store import Store, open_store
+from bot.store import Store, open_store, schema
 from bot.store.repository import DueReminder, InviteTaken, Outgoing
 from bot.store.schema import MIGRATIONS
 
@@ -332,3 +336,25 @@ def test_an_answered_check_in_is_not_asked_again(db: Store) -> None:
     db.commit_turn(chat_id=ALICE, lang="en", effects=(AnswerCheckIn("e9", "checkin", "fine"),), outgoing=[], at=at(70))
     assert db.dispatch_reminders(at(301), 100, render) == (0, 0)
     assert dict((k, s) for k, s, _ in db.reminders_of(ALICE))["e9:checkin:again"] == "cancelled"
+
+
+def test_sqlite_threads_queue_for_the_write_lock_and_get_it_back_after_a_busy_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the file: a write fails after the busy timeout, then everything goes on at once."""
+    monkeypatch.setattr(schema, "SQLITE_BUSY_TIMEOUT", 0.3)
+    path = tmp_path / "busy.db"
+    db = open_store(f"sqlite:///{path}")
+    try:
+        other = sqlite3.connect(str(path))
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError):
+            db.hold_chat(ALICE, 1.0)  # BEGIN fails inside the process's turn at the lock: the turn must end
+        other.rollback()
+        other.close()
+        started = time.monotonic()
+        run_together(8, lambda i: db.hold_chat(ALICE + i, 1.0))  # threads take turns, none sleeps in SQLite
+        assert time.monotonic() - started < 2.0
+        assert db.count_rows_for(ALICE + 7) == 1
+    finally:
+        db.close()

@@ -140,15 +140,21 @@ class Assistant:
         text = message.strip()
         if not text:
             return Reply(self.text(lang, Text.EMPTY_MESSAGE), Kind.EMPTY, lang)
-        written_in = self.matcher.language_of(text[:MATCH_CHARS], lang)
-        assessment = self.triage.assess(text, written_in, recent)
-        if assessment.source == "semantic" and self.matcher.smalltalk(text) is not None:
-            assessment = CLEAR  # "thanks so much 💕" only resembles a farewell: no rule saw a danger sign
+        assessment, written_in = self.assess(text, lang, recent)
         if assessment.outcome is TriageOutcome.CERTAIN and assessment.level is not None:
             return self.safety(assessment, written_in, clinic_open=clinic_open)
         if assessment.outcome is TriageOutcome.UNSURE and assessment.level is not None:
             return self.confirmation(assessment, written_in)
         return self.faq(text, lang, written_in, clinic_open=clinic_open)
+
+    def assess(self, message: str, lang_hint: str, recent: Sequence[str] = ()) -> tuple[Assessment, str]:
+        """Triage of a message, and the language it is written in (the safety screen needs only this)."""
+        text = message.strip()
+        written_in = self.matcher.language_of(text[:MATCH_CHARS], self.lang(lang_hint))
+        assessment = self.triage.assess(text, written_in, recent)
+        if assessment.source == "semantic" and self.matcher.smalltalk(text) is not None:
+            assessment = CLEAR  # "thanks so much 💕" only resembles a farewell: no rule saw a danger sign
+        return assessment, written_in
 
     def faq(self, message: str, lang_hint: str, written_in: str | None = None, *, clinic_open: bool = True) -> Reply:
         """The FAQ path alone: an answer, "did you mean", small talk or the honest fallback."""

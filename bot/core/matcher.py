@@ -324,7 +324,7 @@ class Matcher:
     def match(self, text: str, lang_hint: str, lang: str | None = None) -> MatchResult:
         """The best topic for `text`; `lang` is its language if already known (see `language_of`)."""
         hint = lang_hint if lang_hint in self.languages else self.languages[0]
-        smalltalk = self._smalltalk(text)
+        smalltalk = self.smalltalk(text)
         if smalltalk is not None:
             return MatchResult(smalltalk, None, 1.0, (), hint)
         ids, weights, norm = self._vectoriser.weigh(self._vectoriser.features(text))
@@ -370,10 +370,6 @@ class Matcher:
 
     def smalltalk(self, text: str) -> Outcome | None:
         """GREETING or THANKS for a short message made only of words of those examples, else None."""
-        return self._smalltalk(text)
-
-    def _smalltalk(self, text: str) -> Outcome | None:
-        """A short message made only of words of the greeting or thanks examples is small talk."""
         tokens = words(fold(text))
         if not tokens or len(tokens) > SMALLTALK_MAX_WORDS:
             return None

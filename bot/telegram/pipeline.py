@@ -20,7 +20,6 @@ from typing import Any
 from telegram import Update
 
 from bot.core import callbacks as cb
-from bot.core.conversation import MATCH_CHARS
 from bot.core.dialogue import Dialogue
 from bot.core.events import Channel, Forget, Inbound, PatientState, Priority, SetStopped, ShowStats, Turn
 from bot.core.safety.triage import Outcome as TriageOutcome
@@ -129,8 +128,7 @@ class Pipeline:
         assistant = self.dialogue.assistant
         patient = PatientState(event.chat_id, assistant.lang(event.sender.language_code))
         # Most messages are calm: triage alone says so, without the matching a whole turn would do.
-        written_in = assistant.matcher.language_of(event.text[:MATCH_CHARS], patient.lang)
-        if assistant.triage.assess(event.text, written_in).outcome is TriageOutcome.CLEAR:
+        if assistant.assess(event.text, patient.lang)[0].outcome is TriageOutcome.CLEAR:
             return None
         turn = self.dialogue.handle(event, patient if event.channel is Channel.PRIVATE else None, None)
         if turn.priority is not Priority.SAFETY:
