@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -14,13 +15,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from bot import regexcache
 from bot.config import Config, load_config
 from bot.core.content import Content, load_content
 from bot.core.conversation import Assistant
 from bot.core.dialogue import Dialogue
 from bot.core.invites import InviteCodec
-from bot.core.matcher import SemanticIndex, documents
+from bot.core.matcher import Matcher, SemanticIndex, documents
 from bot.core.plans import load_plans
 from bot.core.problems import InvalidContent, Problem, errors
 from bot.core.safety import classifier
@@ -68,7 +71,60 @@ def check(explicit_config: str | None, *, examples: bool = True) -> tuple[Config
 
 
 def load_all_content(config: Config, *, examples: bool = True) -> tuple[Content | None, list[Problem]]:
-    """The FAQ, interface texts, safety content and recovery plans the config points to, with every problem."""
+    """The FAQ, interface texts, safety content and recovery plans the config points to, with every problem.
+
+    Loading and validating take about a second; the result is cached under a key made of the content's
+    files, the settings it depends on and the code that reads it, so an edit to any of them loads afresh.
+    """
+    regexcache.preload(cache_dir())
+    key = content_key(config, examples=examples)
+    path = cache_dir() / f"content-{key}.pickle" if key else None
+    cached = _read_cache(path) if path is not None else None
+    if isinstance(cached, tuple) and len(cached) == 2 and isinstance(cached[1], list):
+        return cached[0], cached[1]
+    content, problems = _load_all_content(config, examples=examples)
+    if path is not None:
+        _write_cache(path, lambda handle: pickle.dump((content, problems), handle, protocol=pickle.HIGHEST_PROTOCOL))
+        _forget_old(path.parent, "content-*.pickle")
+    return content, problems
+
+
+def content_key(config: Config, *, examples: bool = False) -> str | None:
+    """A digest of everything loading the content depends on (None when the folder cannot be read)."""
+    digest = hashlib.sha256()
+    settings = (
+        code_digest(),
+        str(Path.cwd()),  # problems name files relative to it
+        str(config.content_dir.resolve()),
+        repr(config.languages),
+        config.default_language,
+        repr(config.reminders.treatments),
+        repr({lang: config.facts(lang) for lang in config.languages}),
+        repr(examples),
+    )
+    for part in settings:
+        digest.update(part.encode("utf-8") + b"\x1f")
+    try:
+        for file in sorted(config.content_dir.rglob("*")):
+            if file.is_file():
+                digest.update(str(file.relative_to(config.content_dir)).encode("utf-8") + b"\x1f")
+                digest.update(file.read_bytes() + b"\x1e")
+    except OSError:
+        return None
+    return digest.hexdigest()[:24]
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of this package's code: a cache written by other code is never read back."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for file in sorted(package.rglob("*.py")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def _load_all_content(config: Config, *, examples: bool) -> tuple[Content | None, list[Problem]]:
     facts = {lang: config.facts(lang) for lang in config.languages}
     content, problems = load_content(config.content_dir, config.languages, facts, examples=examples)
     if content is not None and all(pack.ui.staff is None for pack in content.packs.values()):
@@ -109,13 +165,41 @@ def _assistant(config: Config, content: Content) -> Assistant:
     # Loading the sentence encoder takes most of start-up: do it on the other core meanwhile.
     with ThreadPoolExecutor(max_workers=1) as pool:
         encoder = pool.submit(load_encoder)
-        assistant = Assistant(content, facts, config.default_language)
+        assistant = Assistant(content, facts, config.default_language, matcher=matcher_for(config, content))
+        assistant.triage.rules.prepare()
+        regexcache.save(cache_dir())
         assistant.plans_enabled = content.plans is not None
         index = semantic_index(content, encoder.result())
         assistant.matcher.attach(index)
         model, _ = safety_model(content, index)
         assistant.triage.attach(model, index.encoder)
+    # From here on the work is many small products from several threads (the bot's workers): BLAS threads
+    # of their own would only contend with them for the cores (training above still used them all).
+    threadpool_limits(limits=1, user_api="blas")
     return assistant
+
+
+def matcher_for(config: Config, content: Content) -> Matcher:
+    """The matcher's index (seconds of text processing), cached with the content it was built from."""
+    key = content_key(config)
+    path = cache_dir() / f"matcher-{key}.pickle" if key else None
+    cached = _read_cache(path) if path is not None else None
+    if isinstance(cached, Matcher) and cached.topics == sorted({d.topic for d in documents(content)}):
+        return cached
+    matcher = Matcher(content)
+    if path is not None:
+        _write_cache(path, lambda handle: pickle.dump(matcher, handle, protocol=pickle.HIGHEST_PROTOCOL))
+        _forget_old(path.parent, "matcher-*.pickle")
+    return matcher
+
+
+def _read_cache(path: Path) -> object:
+    """One of our own cache files (written by `_write_cache`), or None."""
+    try:
+        with path.open("rb") as handle:
+            return pickle.load(handle)  # our own cache file, written by this program
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError):
+        return None
 
 
 def safety_model(content: Content, index: SemanticIndex) -> tuple[Model, Report]:

@@ -358,3 +358,30 @@ def test_sqlite_threads_queue_for_the_write_lock_and_get_it_back_after_a_busy_fi
         assert db.count_rows_for(ALICE + 7) == 1
     finally:
         db.close()
+
+
+def test_reading_a_patient_does_not_wait_for_another_process_holding_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message reads the patient's state: that read must not queue behind a writer (a locked file
+    delays only what needs to write)."""
+    monkeypatch.setattr(schema, "SQLITE_BUSY_TIMEOUT", 5)
+    path = tmp_path / "busy.db"
+    db = open_store(f"sqlite:///{path}")
+    try:
+        db.commit_turn(chat_id=ALICE, lang="it", effects=(Remember("mi brucia la pelle"),), outgoing=[], at=at(0))
+        other = sqlite3.connect(str(path))
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE patients SET lang = 'pl'")  # not committed: readers still see 'it'
+        started = time.monotonic()
+        state = db.patient_state(ALICE, lang="en", now=at(1), idle=timedelta(minutes=30))
+        assert time.monotonic() - started < 1.0
+        assert state.known and state.lang == "it"
+        assert [r.text for r in state.recent] == ["mi brucia la pelle"]
+        with pytest.raises(OperationalError):  # while writing still waits for it, and says so in the end
+            monkeypatch.setattr(schema, "SQLITE_BUSY_TIMEOUT", 0.3)
+            db.hold_chat(ALICE, 1.0)
+        other.rollback()
+        other.close()
+    finally:
+        db.close()

@@ -79,7 +79,10 @@ class Assistant:
         facts: Mapping[str, Mapping[str, str]],
         default_lang: str,
         semantic: SemanticIndex | None = None,
+        *,
+        matcher: Matcher | None = None,
     ) -> None:
+        """`matcher`: one already built from this content (start-up reads it from a cache)."""
         self.content = content
         self.default_lang = default_lang
         self._facts = {
@@ -87,7 +90,9 @@ class Assistant:
         }
         self.triage = Triage({lang: pack.triage for lang, pack in content.packs.items()})
         self.plans_enabled = False  # set when recovery plans are loaded: the menu offers "My reminders"
-        self.matcher = Matcher(content, semantic)
+        self.matcher = matcher or Matcher(content)
+        if semantic is not None:
+            self.matcher.attach(semantic)
 
     # -- helpers -------------------------------------------------------------------------------
     @property

@@ -16,12 +16,27 @@ _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+class _CombiningMarks(dict[int, int | None]):
+    """A `str.translate` table that drops combining marks, filled in as characters are met: the table
+    lookups run in C, where testing each character in Python made folding most of content loading."""
+
+    def __missing__(self, code: int) -> int | None:
+        value = None if unicodedata.combining(chr(code)) else code
+        if len(self) < _MARKS_KEPT:
+            self[code] = value
+        return value
+
+
+_MARKS_KEPT = 20_000  # distinct characters remembered (a message of every script cannot grow it for ever)
+_MARKS = _CombiningMarks()
+
+
 def fold(text: str) -> str:
     """Lower-case, strip accents and unify apostrophes and white space; punctuation stays."""
-    text = text.translate(_SPECIAL).translate(_APOSTROPHES)
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return _SPACE.sub(" ", stripped.lower()).strip()
+    text = text.translate(_APOSTROPHES)
+    if not text.isascii():  # (ASCII has nothing to decompose)
+        text = unicodedata.normalize("NFKD", text.translate(_SPECIAL)).translate(_MARKS)
+    return _SPACE.sub(" ", text.lower()).strip()
 
 
 def words(folded: str) -> list[str]:

@@ -26,12 +26,14 @@ from sqlalchemy import (
     Engine,
     Float,
     Integer,
+    Table,
     and_,
     bindparam,
     case,
     delete,
     exists,
     func,
+    insert,
     literal,
     or_,
     select,
@@ -69,10 +71,11 @@ from bot.core.events import (
 from bot.core.recovery import AGAIN, Enrolment, Reminder, Upcoming
 from bot.core.safety.model import Level
 from bot.core.staff import StaffFigures
-from bot.store.schema import create_store_engine, migrate
+from bot.store.schema import READ_ONLY, create_store_engine, migrate
 from bot.store.tables import (
     PATIENT_TABLES,
     TEXT_LIMIT,
+    Base,
     ClaimedUpdateRow,
     EnrolmentRow,
     EscalationRow,
@@ -219,6 +222,11 @@ def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
+def _table(row: type[Base]) -> Table:
+    """A mapped class's table, for plain statements (no ORM unit of work)."""
+    return cast(Table, row.__table__)
+
+
 def _later(column: InstrumentedAttribute[datetime], at: datetime) -> ColumnElement[datetime]:
     """The later of the stored time and `at`: processes racing on one row must not move time backwards."""
     value = literal(at, UtcDateTime())
@@ -241,6 +249,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # Transactions that only read: on SQLite they do not queue for the write lock behind the turns.
+        self._reads = sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         self._dialect = engine.dialect.name
         self._leader: Connection | None = None
 
@@ -374,58 +384,34 @@ class Store:
         return total
 
     def patient_state(self, chat_id: int, *, lang: str, now: datetime, idle: timedelta) -> PatientState:
-        """What the dialogue needs to know about a patient chat; `lang` is used for a patient not seen yet."""
+        """What the dialogue needs to know about a patient chat; `lang` is used for a patient not seen yet.
+
+        It only reads (every message asks for it, so it must not queue for the write lock); a handoff found
+        idle for longer than `idle` is closed in a transaction of its own.
+        """
         now = as_utc(now)
-        with self._sessions.begin() as session:
-            patient = session.execute(select(*_PATIENT_COLUMNS).where(PatientRow.chat_id == chat_id)).one_or_none()
-            handoff = self._active_handoff(session, chat_id, now, idle)
-            recent = session.execute(
-                select(RecentMessageRow.text, RecentMessageRow.at)
-                .where(RecentMessageRow.chat_id == chat_id, RecentMessageRow.at >= now - RECENT_MAX_AGE)
-                .order_by(RecentMessageRow.at, RecentMessageRow.id)
-            ).all()
-            pending = session.execute(
-                select(PendingQuestionRow.level, PendingQuestionRow.text, PendingQuestionRow.at).where(
-                    PendingQuestionRow.chat_id == chat_id
-                )
-            ).one_or_none()
-            enrolments = session.execute(
-                select(
-                    EnrolmentRow.id,
-                    EnrolmentRow.treatment,
-                    EnrolmentRow.treated_at,
-                    EnrolmentRow.zone,
-                    EnrolmentRow.consent_at,
-                )
-                .where(EnrolmentRow.chat_id == chat_id, EnrolmentRow.declined_at.is_(None))
-                .order_by(EnrolmentRow.created_at)
-            ).all()
-            upcoming = session.execute(
-                select(ReminderRow.enrolment_id, ReminderRow.step, ReminderRow.due_at)
-                .where(ReminderRow.chat_id == chat_id, ReminderRow.state == "scheduled")
-                .order_by(ReminderRow.due_at)
-                .limit(UPCOMING_SHOWN)
-            ).all()
-            checkin = session.execute(
-                select(ReminderRow.enrolment_id, ReminderRow.step, ReminderRow.queued_at)
-                .where(
-                    ReminderRow.chat_id == chat_id,
-                    ReminderRow.checkin.is_(True),
-                    ReminderRow.state == "queued",
-                    ReminderRow.answered_at.is_(None),
-                    ReminderRow.queued_at >= now - OPEN_CHECKIN,
-                )
-                .order_by(ReminderRow.queued_at.desc())
-                .limit(1)
-            ).one_or_none()
-            zone = session.scalar(select(PatientZoneRow.zone).where(PatientZoneRow.chat_id == chat_id))
+        q = self._state_statements
+        chat = {"chat": chat_id}
+        with self._reads.begin() as session:
+            db = session.connection()  # plain statements: the ORM's execution layer would double their cost
+            patient = db.execute(q["patient"], chat).one_or_none()
+            handoff = db.execute(q["handoff"], chat).one_or_none()
+            recent = db.execute(q["recent"], {"chat": chat_id, "since": now - RECENT_MAX_AGE}).all()
+            pending = db.execute(q["pending"], chat).one_or_none()
+            enrolments = db.execute(q["enrolments"], chat).all()
+            upcoming = db.execute(q["upcoming"], chat).all()
+            checkin = db.execute(q["checkin"], {"chat": chat_id, "since": now - OPEN_CHECKIN}).one_or_none()
+            zone = db.scalar(q["zone"], chat)
+        in_handoff = handoff is not None
+        if handoff is not None and as_utc(handoff.last_activity_at) < now - idle:
+            in_handoff = self.active_handoff(chat_id, now, idle) is not None  # closes it (unless active just now)
         known = patient is not None
         return PatientState(
             chat_id=chat_id,
             lang=patient.lang if patient is not None else lang,
             known=known,
             stopped=bool(patient.stopped) if patient is not None else False,
-            in_handoff=handoff is not None,
+            in_handoff=in_handoff,
             recent=tuple(Recent(text, at) for text, at in recent),
             pending=Pending(Level(pending.level), pending.text, pending.at) if pending is not None else None,
             zone=zone,
@@ -439,6 +425,46 @@ class Store:
                 else None
             ),
         )
+
+    @functools.cached_property
+    def _state_statements(self) -> dict[str, Executable]:
+        """`patient_state`'s statements, built once: building them cost more than running them."""
+        chat: BindParameter[int] = bindparam("chat")
+        since = bindparam("since", type_=UtcDateTime())
+        return {
+            "patient": select(*_PATIENT_COLUMNS).where(PatientRow.chat_id == chat),
+            "handoff": select(*_HANDOFF_COLUMNS).where(HandoffRow.chat_id == chat, HandoffRow.closed_at.is_(None)),
+            "recent": select(RecentMessageRow.text, RecentMessageRow.at)
+            .where(RecentMessageRow.chat_id == chat, RecentMessageRow.at >= since)
+            .order_by(RecentMessageRow.at, RecentMessageRow.id),
+            "pending": select(PendingQuestionRow.level, PendingQuestionRow.text, PendingQuestionRow.at).where(
+                PendingQuestionRow.chat_id == chat
+            ),
+            "enrolments": select(
+                EnrolmentRow.id,
+                EnrolmentRow.treatment,
+                EnrolmentRow.treated_at,
+                EnrolmentRow.zone,
+                EnrolmentRow.consent_at,
+            )
+            .where(EnrolmentRow.chat_id == chat, EnrolmentRow.declined_at.is_(None))
+            .order_by(EnrolmentRow.created_at),
+            "upcoming": select(ReminderRow.enrolment_id, ReminderRow.step, ReminderRow.due_at)
+            .where(ReminderRow.chat_id == chat, ReminderRow.state == "scheduled")
+            .order_by(ReminderRow.due_at)
+            .limit(UPCOMING_SHOWN),
+            "checkin": select(ReminderRow.enrolment_id, ReminderRow.step, ReminderRow.queued_at)
+            .where(
+                ReminderRow.chat_id == chat,
+                ReminderRow.checkin.is_(True),
+                ReminderRow.state == "queued",
+                ReminderRow.answered_at.is_(None),
+                ReminderRow.queued_at >= since,
+            )
+            .order_by(ReminderRow.queued_at.desc())
+            .limit(1),
+            "zone": select(PatientZoneRow.zone).where(PatientZoneRow.chat_id == chat),
+        }
 
     def invite_owner(self, nonce: str) -> int | None:
         """The Telegram user who redeemed an invite, or None if nobody has yet."""
@@ -464,14 +490,54 @@ class Store:
         at = as_utc(at)
         with self._sessions.begin() as session:
             forgotten = any(isinstance(e, Forget) for e in effects)
+            turn = self._turn_statements
             if register and not forgotten and chat_id > 0:
                 new_lang = next((e.lang for e in effects if isinstance(e, SetLanguage)), lang)
-                self._touch(session, chat_id, new_lang, at)
+                session.execute(turn["touch"], {"chat": chat_id, "lang": new_lang, "at": at})
             for effect in effects:
                 self._apply(session, chat_id, effect, at)
             if update_row is not None:
-                self._finish_update(session, update_row, at)
+                session.execute(turn["finish"], {"row": update_row, "at": at})
             return self._enqueue(session, outgoing, at)
+
+    @functools.cached_property
+    def _turn_statements(self) -> dict[str, Executable]:
+        """The statements of an ordinary turn, built once (building them cost more than running them); plain
+        table statements, without the ORM's unit of work."""
+        chat: BindParameter[int] = bindparam("chat")
+        at = bindparam("at", type_=UtcDateTime())
+        touch = self._insert(_table(PatientRow)).values(
+            chat_id=chat, lang=bindparam("lang"), stopped=False, created_at=at, last_seen_at=at
+        )
+        seen = _table(PatientRow).c.last_seen_at
+        touch = touch.on_conflict_do_update(
+            index_elements=[PatientRow.chat_id], set_={"last_seen_at": case((at > seen, at), else_=seen)}
+        )
+        recent = _table(RecentMessageRow)
+        keep = (
+            select(recent.c.id)
+            .where(recent.c.chat_id == chat)
+            .order_by(recent.c.at.desc(), recent.c.id.desc())
+            .limit(RECENT_KEPT)
+        )
+        return {
+            "touch": touch,
+            "finish": update(_table(InboxRow))
+            .where(_table(InboxRow).c.id == bindparam("row"))
+            .values(done=True, done_at=at, payload=None, lease_owner=None, lease_until=None),
+            "event": insert(_table(EventRow)).values(
+                chat_id=chat, kind=bindparam("kind"), topic=bindparam("topic"), at=at
+            ),
+            "kept": insert(_table(KeptQuestionRow)).values(
+                chat_id=chat, text=bindparam("text"), lang=bindparam("lang"), reason=bindparam("reason"), at=at
+            ),
+            "escalation": insert(_table(EscalationRow)).values(chat_id=chat, level=bindparam("level"), at=at),
+            "remember": insert(recent).values(chat_id=chat, text=bindparam("text"), at=at),
+            "trim": delete(recent).where(recent.c.chat_id == chat, recent.c.id.not_in(keep.scalar_subquery())),
+            "enqueue": self._insert(_table(OutboxRow))
+            .on_conflict_do_nothing(index_elements=[OutboxRow.key])
+            .returning(_table(OutboxRow).c.id),
+        }
 
     def _apply(self, session: Session, chat_id: int, effect: Effect, at: datetime) -> None:
         match effect:
@@ -480,32 +546,26 @@ class Store:
             case SetStopped(stopped=stopped):
                 self._set_stopped(session, chat_id, stopped, at)
             case RecordEvent(kind=kind, topic=topic):
-                session.add(EventRow(chat_id=chat_id, kind=kind, topic=topic, at=at))
+                session.execute(
+                    self._turn_statements["event"], {"chat": chat_id, "kind": kind, "topic": topic, "at": at}
+                )
             case RecordFeedback(topic=topic, helpful=helpful):
                 self._feedback(session, chat_id, topic, helpful, at)
             case KeepQuestion(text=text, lang=lang, reason=reason):
-                session.add(KeptQuestionRow(chat_id=chat_id, text=text[:TEXT_LIMIT], lang=lang, reason=reason, at=at))
+                kept = {"chat": chat_id, "text": text[:TEXT_LIMIT], "lang": lang, "reason": reason, "at": at}
+                session.execute(self._turn_statements["kept"], kept)
             case RecordEscalation(level=level, kind=kind):
                 label = level.value if kind == "alert" else f"{level.value}:{kind}"
-                session.add(EscalationRow(chat_id=chat_id, level=label, at=at))
+                session.execute(self._turn_statements["escalation"], {"chat": chat_id, "level": label, "at": at})
             case OpenHandoff(patient=patient):
                 self._open_handoff(session, patient, at)
             case CloseHandoff(patient=patient):
                 self._close_handoff(session, patient, at)
             case Remember(text=text):
-                session.add(RecentMessageRow(chat_id=chat_id, text=text[:TEXT_LIMIT], at=at))
-                keep = (
-                    select(RecentMessageRow.id)
-                    .where(RecentMessageRow.chat_id == chat_id)
-                    .order_by(RecentMessageRow.at.desc(), RecentMessageRow.id.desc())
-                    .limit(RECENT_KEPT)
-                )
-                session.flush()
                 session.execute(
-                    delete(RecentMessageRow).where(
-                        RecentMessageRow.chat_id == chat_id, RecentMessageRow.id.not_in(keep.scalar_subquery())
-                    )
+                    self._turn_statements["remember"], {"chat": chat_id, "text": text[:TEXT_LIMIT], "at": at}
                 )
+                session.execute(self._turn_statements["trim"], {"chat": chat_id})
             case SetPending(pending=pending):
                 session.execute(delete(PendingQuestionRow).where(PendingQuestionRow.chat_id == chat_id))
                 if pending is not None:
@@ -991,10 +1051,7 @@ class Store:
             }
             for item in outgoing
         ]
-        statement = (
-            self._insert(OutboxRow).values(rows).on_conflict_do_nothing(index_elements=[OutboxRow.key])
-        ).returning(OutboxRow.id)
-        return len(session.execute(statement).all())
+        return len(session.execute(self._turn_statements["enqueue"], rows).all())
 
     def claim_messages(self, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Queued]:
         """The next message of up to `limit` chats, most urgent first, leased to `owner`.

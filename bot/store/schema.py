@@ -17,6 +17,8 @@ from bot.store.tables import Base, SchemaVersionRow
 
 # Seconds a SQLite writer waits for another process's transaction before giving up.
 SQLITE_BUSY_TIMEOUT = 15
+# The execution option of transactions that only read (SQLite: they take no write lock).
+READ_ONLY = "aftercare_read_only"
 # Any constant will do: it only has to be the same in every bot process sharing the database.
 PG_MIGRATION_LOCK = 0x61667463  # "aftc"
 
@@ -72,7 +74,8 @@ def _sqlite_engine(url: URL) -> Engine:
 class _Writer:
     """This process's turn at SQLite's write lock.
 
-    Every transaction takes the write lock at BEGIN (see `_on_sqlite_begin`). Threads of one process that
+    Every transaction that may write takes the write lock at BEGIN (see `_on_sqlite_begin`); those marked
+    `READ_ONLY` take none. Threads of one process that
     meet it taken wait in SQLite's busy handler, which sleeps in growing steps of up to 100 ms and so
     leaves the lock idle while they sleep (the bot's workers spent a fifth of their time there). They
     queue on a lock of the process instead and get the file's lock the moment it is free; other
@@ -85,6 +88,10 @@ class _Writer:
         self._lock = threading.Lock()
 
     def begin(self, connection: Connection) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            # Under WAL a reader sees the last commit and never waits for the writer: no lock to take.
+            connection.exec_driver_sql("BEGIN")
+            return
         if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT):
             raise sqlite3.OperationalError("database is locked")
         try:

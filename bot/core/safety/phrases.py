@@ -17,9 +17,9 @@ conditions that cancel a rule ("no", "if", "last year") are guards, written once
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
+from collections.abc import Mapping
 
 from bot.core.text import fold
 
@@ -49,16 +49,53 @@ def normalise(text: str) -> str:
     return fold(_LINES.sub(" ; ", visible.translate(_JOINERS)))
 
 
-@functools.cache
+_COMPILED: dict[str, re.Pattern[str]] = {}
+
+
 def compiled(source: str) -> re.Pattern[str]:
     """`re.compile` remembered for good: the rules are compiled again for every language's check and for the
     bot, and their thousands of large patterns overflow the `re` module's own small cache (start-up took 11 s)."""
-    return re.compile(source)
+    found = _COMPILED.get(source)
+    if found is None:
+        found = _COMPILED[source] = re.compile(source)
+    return found
 
 
-@functools.cache
+def compiled_patterns() -> dict[str, re.Pattern[str]]:
+    """Every pattern compiled so far, by source (what a start-up cache can keep)."""
+    return dict(_COMPILED)
+
+
+def remember(patterns: Mapping[str, re.Pattern[str]]) -> None:
+    """Patterns compiled elsewhere (read back from a start-up cache): `compiled` will not compile them again."""
+    for source, pattern in patterns.items():
+        if pattern.pattern == source:
+            _COMPILED.setdefault(source, pattern)
+
+
+_SOURCES: dict[str, str] = {}
+
+
 def compile_phrase(phrase: str) -> str:
     """The regex source of a phrase (without word boundaries); raises PhraseError."""
+    found = _SOURCES.get(phrase)
+    if found is None:
+        found = _SOURCES[phrase] = _compile_phrase(phrase)
+    return found
+
+
+def phrase_sources() -> dict[str, str]:
+    """Every phrase compiled so far and its regex source (what a start-up cache can keep)."""
+    return dict(_SOURCES)
+
+
+def remember_sources(sources: Mapping[str, str]) -> None:
+    """Phrases compiled by an earlier start (read back from its cache)."""
+    for phrase, source in sources.items():
+        _SOURCES.setdefault(phrase, source)
+
+
+def _compile_phrase(phrase: str) -> str:
     source = phrase.strip()
     if not source:
         raise PhraseError("empty phrase")
@@ -76,7 +113,9 @@ def compile_phrase(phrase: str) -> str:
 
 def phrase_regex(phrases: list[str] | tuple[str, ...]) -> re.Pattern[str] | None:
     """One regex matching any of the phrases as whole words, longest alternatives first."""
-    parts = sorted({compile_phrase(p) for p in phrases}, key=len, reverse=True)
+    # Longest first, then alphabetical: the same phrases always make the same regex (a set's order changes
+    # from one process to the next, and the start-up cache keys patterns by their source).
+    parts = sorted({compile_phrase(p) for p in phrases}, key=lambda part: (-len(part), part))
     if not parts:
         return None
     return compiled(_LEFT + "(?:" + "|".join(f"(?:{p})" for p in parts) + ")" + _RIGHT)

@@ -79,6 +79,15 @@ class RuleSet:
         self._break_cache: dict[tuple[str, str], re.Pattern[str]] = {}
         self._filler = frozenset(w for f in files.values() for phrase in f.filler for w in _TOKEN.findall(phrase))
 
+    def prepare(self) -> None:
+        """Compile every guard and clause break now, at start-up, rather than at the first message that needs
+        them (a guard's first use cost that message milliseconds)."""
+        for rule_lang, rules in self._rules.items():
+            for lang in self._files:
+                self._breaks(rule_lang, lang)
+                for name in {name for rule in rules for name in rule.guards}:
+                    self._guard(rule_lang, lang, name)
+
     def hits(self, text: str, lang: str | None = None) -> list[RuleHit]:
         """Every sign the rules find in `text` (written in `lang`, if known), with the guard that applies."""
         normalised = normalise(text)

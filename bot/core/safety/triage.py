@@ -17,8 +17,11 @@ a sign is an emergency or urgent, the stricter level is used.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -33,6 +36,7 @@ from bot.core.safety.rules import RuleHit, RuleSet, excerpt
 # Sentences longer than this are scored in pieces; a whole message longer than this is scored by sentence only.
 SEGMENT_CHARS = 400
 MAX_SEGMENTS = 96  # a 10,000-character message is about this many sentences
+MEMO_SIZE = 512  # recent assessments remembered (the screen and the turn triage each message)
 _SENTENCES = re.compile(r"(?<=[.!?…;])\s+|\s*\n+\s*")
 
 
@@ -73,30 +77,57 @@ class Triage:
         self.rules = RuleSet(files)
         self.model = model
         self.encoder = encoder
+        self._memo: OrderedDict[bytes, Assessment] = OrderedDict()
+        self._lock = threading.Lock()
 
     def attach(self, model: Model, encoder: SentenceEncoder) -> None:
         """Add the semantic layer once it is trained (start-up builds it alongside the matcher)."""
         self.model = model
         self.encoder = encoder
+        with self._lock:
+            self._memo.clear()
 
     def assess(self, text: str, lang: str | None = None, recent: Sequence[str] = ()) -> Assessment:
         """The level of danger `text` reports; `recent` are the patient's previous messages, oldest first."""
+        found = self._remembered("alone", [text], lang, lambda: self._alone(text, lang))
+        if found.outcome is Outcome.CERTAIN or not recent:
+            return found
+        # Read together with the last few messages, this one may complete a picture ("it's getting worse
+        # quickly" after "my lips started to swell"); it counts only if it adds to what they said alone.
+        messages = [*recent, text]
+        together = self._remembered("together", messages, lang, lambda: self._combined(messages, lang))
+        # (what this message and the ones before it said together is, at the next message, what they said before)
+        before = self._remembered("together", list(recent), lang, lambda: self._combined(list(recent), lang))
+        if _rank(together) <= max(_rank(before), _rank(found)):
+            return found
+        return Assessment(together.outcome, together.level, text[:300], "context", together.score)
+
+    def _remembered(
+        self, kind: str, texts: Sequence[str], lang: str | None, compute: Callable[[], Assessment]
+    ) -> Assessment:
+        """An assessment made a moment ago is not made again: the safety screen and the turn triage the same
+        message, and a conversation window overlaps the next one. Bounded; keyed by a digest of the words."""
+        key = hashlib.blake2b("\x1f".join([kind, lang or "", *texts]).encode("utf-8"), digest_size=16).digest()
+        with self._lock:
+            found = self._memo.get(key)
+            if found is not None:
+                self._memo.move_to_end(key)
+        if found is None:
+            found = compute()
+            with self._lock:
+                self._memo[key] = found
+                while len(self._memo) > MEMO_SIZE:
+                    self._memo.popitem(last=False)
+        return found
+
+    def _alone(self, text: str, lang: str | None) -> Assessment:
+        """The message on its own: rules first, then the classifier."""
         hits = self.rules.hits(text, lang)
         certain = next((h for h in hits if h.effect is None), None)
         if certain is not None:
             return self._from_rule(text, certain, Outcome.CERTAIN)
         segments, whole = _segments(text)
-        semantic = self._semantic(segments, whole)
-        found = self._decide(text, hits, semantic)
-        if found.outcome is Outcome.CERTAIN or not recent:
-            return found
-        # Read together with the last few messages, this one may complete a picture ("it's getting worse
-        # quickly" after "my lips started to swell"); it counts only if it adds to what they said alone.
-        together = self._combined([*recent, text], lang)
-        before = self._combined(list(recent), lang)
-        if _rank(together) <= max(_rank(before), _rank(found)):
-            return found
-        return Assessment(together.outcome, together.level, text[:300], "context", together.score)
+        return self._decide(text, hits, self._semantic(segments, whole))
 
     def _combined(self, messages: Sequence[str], lang: str | None) -> Assessment:
         joined = " \n".join(messages)
