@@ -116,6 +116,7 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+        stages = _stages(Path(tmp) / "bench.db", sent)
     latencies.sort()
     result = {
         "pace": args.pace,
@@ -127,8 +128,48 @@ def main() -> None:
         "p50_ms": round(statistics.median(latencies), 1),
         "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 1),
         "max_ms": round(latencies[-1], 1),
+        **stages,
     }
     print(json.dumps(result))
+
+
+def _stages(path: Path, sent: dict[int, list[float]]) -> dict[str, float]:
+    """Where the time goes, from the database's own timestamps (median ms): update queued at the fake
+    server -> stored in the inbox -> its turn begins -> the reply is recorded as sent."""
+    import sqlite3
+    from datetime import datetime
+
+    def epoch(value: str) -> float:
+        return (
+            datetime.fromisoformat(value).timestamp()
+            if "+" in value or value.endswith("Z")
+            else (datetime.fromisoformat(value + "+00:00").timestamp())
+        )
+
+    try:
+        db = sqlite3.connect(str(path))
+        inbox = db.execute(
+            "SELECT chat_id, received_at, done_at FROM inbox WHERE done_at IS NOT NULL ORDER BY id"
+        ).fetchall()
+        outbox = db.execute(
+            "SELECT chat_id, created_at, sent_at FROM outbox WHERE sent_at IS NOT NULL AND kind = 'reply' ORDER BY id"
+        ).fetchall()
+        db.close()
+    except sqlite3.Error:
+        return {}
+    queued: dict[int, list[float]] = {user: list(times) for user, times in sent.items()}
+    receive, wait, turn_to_sent = [], [], []
+    for chat, received, done in inbox:
+        if queued.get(chat):
+            receive.append((epoch(received) - queued[chat].pop(0)) * 1000)
+        wait.append((epoch(done) - epoch(received)) * 1000)
+    for _chat, created, sent_at in outbox:
+        turn_to_sent.append((epoch(sent_at) - epoch(created)) * 1000)
+    return {
+        "stage_receive_ms": round(statistics.median(receive), 1) if receive else 0.0,
+        "stage_inbox_wait_ms": round(statistics.median(wait), 1) if wait else 0.0,
+        "stage_turn_to_sent_ms": round(statistics.median(turn_to_sent), 1) if turn_to_sent else 0.0,
+    }
 
 
 if __name__ == "__main__":

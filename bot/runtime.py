@@ -83,7 +83,7 @@ def load_all_content(config: Config, *, examples: bool = True) -> tuple[Content 
     if isinstance(cached, tuple) and len(cached) == 2 and isinstance(cached[1], list):
         return cached[0], cached[1]
     content, problems = _load_all_content(config, examples=examples)
-    if path is not None:
+    if path is not None and (content is not None or examples):  # (errors are named relative to this folder)
         _write_cache(path, lambda handle: pickle.dump((content, problems), handle, protocol=pickle.HIGHEST_PROTOCOL))
         _forget_old(path.parent, "content-*.pickle")
     return content, problems
@@ -94,7 +94,8 @@ def content_key(config: Config, *, examples: bool = False) -> str | None:
     digest = hashlib.sha256()
     settings = (
         code_digest(),
-        str(Path.cwd()),  # problems name files relative to it
+        # `aftercare check` names files relative to the current folder; a start-up prints no problems.
+        str(Path.cwd()) if examples else "",
         str(config.content_dir.resolve()),
         repr(config.languages),
         config.default_language,

@@ -149,6 +149,7 @@ class Sender:
             if room <= 0 or (room < self._room() // 2 and self._in_flight):  # claim in batches, not one by one
                 await asyncio.wait(set(self._in_flight), timeout=IDLE_WAIT, return_when=asyncio.FIRST_COMPLETED)
                 continue
+            self._wake.clear()  # before the look: a wake during the claim must not be lost
             try:
                 claimed = await self.drain_once(room)
             except Exception:  # the database may be locked or gone: the loop must live on
@@ -156,7 +157,6 @@ class Sender:
                 claimed = 0
             if claimed:
                 continue
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), IDLE_WAIT)
             except TimeoutError:

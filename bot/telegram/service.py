@@ -188,7 +188,7 @@ class Service:
         self.stop = asyncio.Event()
         self.health = Health()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self._db = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aftercare-db")
+        self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aftercare-db")
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aftercare-cpu")
         self._work = asyncio.Event()
         self.exit_code = EXIT_OK
@@ -541,21 +541,39 @@ class Service:
 
     # -- handling ------------------------------------------------------------------------------
     async def _work_loop(self) -> None:
+        """Keep up to WORKER_BATCH updates in hand, claiming more as each one ends (a batch that waited for its
+        slowest member held every update that arrived meanwhile)."""
+        in_hand: set[asyncio.Task[None]] = set()
         while not self.stop.is_set():
+            room = WORKER_BATCH - len(in_hand)
+            if room <= 0:
+                await asyncio.wait(set(in_hand), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            self._work.clear()  # before the look: updates stored during the claim must not wait for the tick
             try:
-                claimed = await self.db(self.store.claim_updates, self.owner, self.clock(), INBOX_LEASE, WORKER_BATCH)
+                claimed = await self.db(self.store.claim_updates, self.owner, self.clock(), INBOX_LEASE, room)
             except Exception as exc:
                 self.health.db_failed(_reason(exc))
                 await asyncio.sleep(1)
                 continue
-            if not claimed:
-                self._work.clear()
-                try:
-                    await asyncio.wait_for(self._work.wait(), IDLE_WAIT)
-                except TimeoutError:
-                    pass
+            for stored in claimed:
+                task = asyncio.ensure_future(self._handle_then_look(stored))
+                in_hand.add(task)
+                self.tasks.add(task)
+                task.add_done_callback(in_hand.discard)
+                task.add_done_callback(self.tasks.discard)
+            if claimed:
                 continue
-            await asyncio.gather(*(self._handle(stored) for stored in claimed))
+            try:
+                await asyncio.wait_for(self._work.wait(), IDLE_WAIT)
+            except TimeoutError:
+                pass
+
+    async def _handle_then_look(self, stored: StoredUpdate) -> None:
+        try:
+            await self._handle(stored)
+        finally:
+            self._work.set()  # the chat's next update, if any, can be claimed now
 
     async def _handle(self, stored: StoredUpdate) -> None:
         update = Update.de_json(stored.payload, self.app.bot)
