@@ -89,6 +89,7 @@ def main() -> None:
         try:
             fake.wait_for_polling_sync(timeout=60)
             langs = list(QUESTIONS)
+            cpu_before = _cpu_seconds(proc.pid)
             sent: dict[int, list[float]] = {}
             total = int(args.rate * args.seconds)
             start = time.perf_counter()
@@ -109,6 +110,7 @@ def main() -> None:
                     break
                 time.sleep(0.1)
             elapsed = time.perf_counter() - start
+            cpu = _cpu_seconds(proc.pid) - cpu_before
             latencies: list[float] = []
             for user, times in sent.items():
                 replies = sorted(m["time"] for m in fake.messages_to(user))
@@ -128,9 +130,19 @@ def main() -> None:
         "p50_ms": round(statistics.median(latencies), 1),
         "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 1),
         "max_ms": round(latencies[-1], 1),
+        "bot_cpu_ms_per_message": round(cpu * 1000 / max(1, len(latencies)), 2),
         **stages,
     }
     print(json.dumps(result))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) the bot process has used so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stages(path: Path, sent: dict[int, list[float]]) -> dict[str, float]:
