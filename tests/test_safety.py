@@ -225,3 +225,12 @@ def test_a_sign_already_reported_is_not_raised_again_by_every_later_message() ->
 def test_the_examples_model_validates_groups() -> None:
     examples = Examples.model_validate({"emergency": ["a", ["b", "c"]], "none": ["d"]})
     assert examples.groups("emergency") == (("a",), ("b", "c")) and examples.count("emergency") == 3
+
+
+def test_a_sure_urgent_sign_beside_a_possible_emergency_is_an_emergency() -> None:
+    """The danger is certain and its level unclear: the stricter safety message goes out, not a question."""
+    triage = Triage({"en": EN})
+    assert triage.assess("I have a fever", "en").level is Level.URGENT
+    assert triage.assess("my lips are swelling", "en").outcome is Outcome.UNSURE
+    both = triage.assess("I have a fever and my lips are swelling", "en")
+    assert (both.outcome, both.level) == (Outcome.CERTAIN, Level.EMERGENCY)

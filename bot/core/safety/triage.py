@@ -125,6 +125,13 @@ class Triage:
         hits = self.rules.hits(text, lang)
         certain = next((h for h in hits if h.effect is None), None)
         if certain is not None:
+            # A sure urgent sign next to a possible emergency one ("so swollen I can't open my eye, and when I do
+            # I see a little double"): the danger is certain, its level unclear, so the stricter level is used.
+            stricter = next(
+                (h for h in hits if h.effect == "ask" and _rank_level(h.level) > _rank_level(certain.level)), None
+            )
+            if stricter is not None and stricter.level is not Level.CRISIS:
+                return self._from_rule(text, stricter, Outcome.CERTAIN)
             return self._from_rule(text, certain, Outcome.CERTAIN)
         segments, whole = _segments(text)
         return self._decide(text, hits, self._semantic(segments, whole))
@@ -171,6 +178,10 @@ class Triage:
         if asked:
             return self._from_rule(text, asked[0], Outcome.UNSURE)
         return CLEAR
+
+
+def _rank_level(level: Level) -> int:
+    return 3 - PRECEDENCE.index(level)
 
 
 def _rank(assessment: Assessment) -> tuple[int, int]:
