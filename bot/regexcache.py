@@ -14,13 +14,16 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import pickle
 import re
 import sys
+import unicodedata
 from array import array
 from pathlib import Path
 from typing import Any
 
+from bot.core import text
 from bot.core.safety import phrases
 
 log = logging.getLogger(__name__)
@@ -42,8 +45,12 @@ _sources_held: dict[Path, int] = {}  # ... and how many phrase sources
 
 
 def _phrase_compiler() -> str:
-    """The phrase compiler's own code: a phrase's regex source is only reused from the same compiler."""
-    return hashlib.sha256(Path(phrases.__file__).read_bytes()).hexdigest()[:16]
+    """The phrase compiler's own code, the folding it applies and the Unicode tables under both: a phrase's
+    regex source is only reused from the same compiler."""
+    digest = hashlib.sha256(unicodedata.unidata_version.encode("utf-8"))
+    for module in (phrases, text):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def preload(folder: Path) -> int:
@@ -84,7 +91,7 @@ def save(folder: Path) -> None:
     target = path_in(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f"{target.name}.tmp")
+        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")  # processes starting together
         with temporary.open("wb") as handle:
             stored = {"engine": ENGINE, "patterns": entries, "compiler": _phrase_compiler(), "sources": sources}
             pickle.dump(stored, handle, protocol=pickle.HIGHEST_PROTOCOL)

@@ -7,10 +7,12 @@ import hashlib
 import logging
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import BinaryIO
 
@@ -106,8 +108,11 @@ def content_key(config: Config, *, examples: bool = False) -> str | None:
     for part in settings:
         digest.update(part.encode("utf-8") + b"\x1f")
     try:
-        for file in sorted(config.content_dir.rglob("*")):
-            if file.is_file():
+        # (through symbolic links, as the loaders read them: a shared folder linked into the content counts)
+        for folder, subfolders, files in os.walk(config.content_dir, followlinks=True):
+            subfolders.sort()
+            for name in sorted(files):
+                file = Path(folder) / name
                 digest.update(str(file.relative_to(config.content_dir)).encode("utf-8") + b"\x1f")
                 digest.update(file.read_bytes() + b"\x1e")
     except OSError:
@@ -117,8 +122,11 @@ def content_key(config: Config, *, examples: bool = False) -> str | None:
 
 @functools.cache
 def code_digest() -> str:
-    """A digest of this package's code: a cache written by other code is never read back."""
-    digest = hashlib.sha256()
+    """A digest of this package's code, the Python and the libraries whose objects a cache holds: a cache
+    written by other code is never read back."""
+    digest = hashlib.sha256(sys.version.encode("utf-8"))
+    for library in ("pydantic", "pydantic-core", "PyYAML", "numpy"):
+        digest.update(f"{library}={version(library)}".encode())
     package = Path(__file__).resolve().parent
     for file in sorted(package.rglob("*.py")):
         digest.update(file.read_bytes())

@@ -77,9 +77,10 @@ def test_blind_danger_signs_are_caught_and_calm_messages_rarely_questioned(
 def test_questions_get_the_right_answer_or_an_honest_fallback(
     regression: dict[str, LanguageScore], tune: dict[str, LanguageScore], lang: str
 ) -> None:
-    # Measured on 2026-12-01: regression in-scope 74-86%, fallback 62-88%; tune (chatty near-misses included)
-    # in-scope 60-67%, fallback 90-98%; wrong answers 3-6% everywhere.
-    limits = {"regression": (70.0, 60.0), "tune": (55.0, 85.0)}
+    # Measured on 2026-12-01: regression in-scope 74-86%, fallback 62-88%; tune (chatty near-misses included, and
+    # since the second and third safety suites their calm counterparts, often asked about) in-scope 52-57%,
+    # fallback 90-97%; wrong answers 3-6% everywhere.
+    limits = {"regression": (70.0, 60.0), "tune": (50.0, 85.0)}
     for name, found in (("regression", regression[lang]), ("tune", tune[lang])):
         in_scope, fallback = limits[name]
         assert (found.in_scope.percent or 0) >= in_scope, f"{name} {lang}: {found.in_scope}"

@@ -275,3 +275,35 @@ async def test_a_locked_database_does_not_delay_the_safety_message(
         await until(lambda: any("bruises" in t.lower() for t in texts_to(fake, OTHER)), 20, "the delayed answer")
         await asyncio.sleep(1.0)
         assert sum("emergency" in t.lower() for t in texts_to(fake, PATIENT)) == 1
+
+
+async def test_an_update_still_being_handled_when_its_lease_lapses_is_not_handled_again(
+    fake: FakeTelegram,
+    store: Store,
+    fixture_assistant: tuple[Config, Assistant],
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A turn slower than the inbox lease (a busy database, say): the worker must not begin it a second time."""
+    from datetime import timedelta
+
+    from bot.telegram import pipeline, service
+
+    monkeypatch.setattr(service, "INBOX_LEASE", timedelta(milliseconds=200))
+    handle = pipeline.Pipeline.handle
+
+    turns: list[int] = []
+
+    def slow(self: pipeline.Pipeline, *args: Any, **kwargs: Any) -> pipeline.Result:
+        turns.append(kwargs["update_id"])
+        time.sleep(1.0)  # five leases long
+        return handle(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Pipeline, "handle", slow)
+    async with running_service(fake, store, fixture_assistant[1], config):
+        fake.send_text(PATIENT, "how long do bruises last?")
+        await until(lambda: any("bruises" in t.lower() for t in texts_to(fake, PATIENT)), what="the answer")
+        await asyncio.sleep(1.5)
+        assert sum("bruises" in t.lower() for t in texts_to(fake, PATIENT)) == 1
+        assert store.inbox_pending() == 0
+        assert len(turns) == len(set(turns)) == 1  # one turn: its effects (events, recent messages) applied once

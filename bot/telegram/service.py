@@ -544,6 +544,7 @@ class Service:
         """Keep up to WORKER_BATCH updates in hand, claiming more as each one ends (a batch that waited for its
         slowest member held every update that arrived meanwhile)."""
         in_hand: set[asyncio.Task[None]] = set()
+        held: set[int] = set()  # inbox rows in hand: one whose lease lapsed while it is handled is not begun again
         while not self.stop.is_set():
             room = WORKER_BATCH - len(in_hand)
             if room <= 0:
@@ -556,23 +557,30 @@ class Service:
                 self.health.db_failed(_reason(exc))
                 await asyncio.sleep(1)
                 continue
-            for stored in claimed:
-                task = asyncio.ensure_future(self._handle_then_look(stored))
+            fresh = [stored for stored in claimed if stored.id not in held]
+            for stored in fresh:
+                held.add(stored.id)
+                task = asyncio.ensure_future(self._handle_then_look(stored, held))
                 in_hand.add(task)
                 self.tasks.add(task)
                 task.add_done_callback(in_hand.discard)
                 task.add_done_callback(self.tasks.discard)
-            if claimed:
+            if fresh:
                 continue
             try:
                 await asyncio.wait_for(self._work.wait(), IDLE_WAIT)
             except TimeoutError:
                 pass
 
-    async def _handle_then_look(self, stored: StoredUpdate) -> None:
+    async def _handle_then_look(self, stored: StoredUpdate, held: set[int]) -> None:
         try:
             await self._handle(stored)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the update stays in the inbox and is handled again; say so, loudly
+            log.error("update %s: handling failed (%s); it will be retried", stored.update_id, type(exc).__name__)
         finally:
+            held.discard(stored.id)
             self._work.set()  # the chat's next update, if any, can be claimed now
 
     async def _handle(self, stored: StoredUpdate) -> None:
