@@ -10,6 +10,7 @@ import pytest
 
 from bot.config import Config
 from bot.core import callbacks as cb
+from bot.core.content import Text
 from bot.core.conversation import Assistant, Kind
 from bot.core.dialogue import Dialogue
 from bot.core.events import (
@@ -419,3 +420,22 @@ def test_staff_can_create_an_invite_with_a_qr_code(dialogue: Dialogue) -> None:
     assert post.qr is not None and post.qr.startswith("https://t.me/clinic_bot?start=") and post.qr in post.text
     bad = Inbound(Channel.STAFF, STAFF_CHAT, Sender(1, "Dr. B"), OPEN, command="invite", argument="facelift")
     assert "/invite" in dialogue.handle(bad).replies[0].text
+
+
+def test_a_sure_sign_beside_words_that_may_be_self_harm_gets_both_messages_and_both_alerts(dialogue: Dialogue) -> None:
+    """One reply carries one level: the body's safety message, the crisis line with it, and the staff hear of a
+    possible crisis too (a missed crisis costs more than a false alarm)."""
+    message = "there is pus and a fever since yesterday. honestly I won't be around much longer"
+    turn = dialogue.handle(say(message), state())
+    (reply,) = turn.replies
+    assistant = dialogue.assistant
+    assert reply.kind is Kind.SAFETY and reply.level is Level.URGENT
+    assert assistant.text("en", Text.SAFETY_URGENT) in reply.text
+    assert assistant.text("en", Text.SAFETY_CRISIS) in reply.text
+    urgent, crisis = staff_posts(turn)
+    assert "URGENT" in urgent.text
+    assert "won't be around much longer" in crisis.text
+    assert RecordEscalation(Level.URGENT, "alert") in turn.effects
+    assert RecordEscalation(Level.CRISIS, "possible") in turn.effects
+    calm = dialogue.handle(say("there is pus and a fever since yesterday"), state())
+    assert assistant.text("en", Text.SAFETY_CRISIS) not in calm.replies[0].text and len(staff_posts(calm)) == 1

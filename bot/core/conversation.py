@@ -175,8 +175,13 @@ class Assistant:
         """The safety message of a level, with "Talk to a person"."""
         level = assessment.level or Level.URGENT
         key = Text.SAFETY_URGENT_CLOSED if level is Level.URGENT and not clinic_open else _SAFETY_TEXT[level]
+        text = self.text(lang, key)
+        if (
+            assessment.possible_crisis and level is not Level.CRISIS
+        ):  # words of self-harm beside it: the crisis line too
+            text += "\n\n" + self.text(lang, Text.SAFETY_CRISIS)
         buttons = ((Button(self.pack(lang).ui.buttons.talk_to_person, cb.Handoff()),),)
-        return Reply(self.text(lang, key), Kind.SAFETY, self.lang(lang), buttons, assessment=assessment)
+        return Reply(text, Kind.SAFETY, self.lang(lang), buttons, assessment=assessment)
 
     def confirmation(self, assessment: Assessment, lang: str) -> Reply:
         """The short question triage asks when it is not sure: always with the emergency number or crisis line."""

@@ -150,6 +150,7 @@ class Dialogue:
         assessment = reply.assessment
         if reply.kind is Kind.SAFETY and assessment is not None and assessment.level is not None:
             effects += self._alert(inbound, reply.lang, text, assessment)
+            effects += self._possible_crisis(inbound, reply.lang, text, assessment)
             effects.append(SetPending(None))
         elif reply.kind is Kind.CONFIRM and assessment is not None and assessment.level is not None:
             effects.append(SetPending(Pending(assessment.level, text, inbound.at)))
@@ -186,6 +187,13 @@ class Dialogue:
         patient = inbound.chat_id if inbound.channel is Channel.PRIVATE else None
         kind = "possible" if possible else "confirmed" if confirmed else "alert"
         return [ToStaff(post, Priority.ALERT, patient), RecordEscalation(level, kind)]
+
+    def _possible_crisis(self, inbound: Inbound, lang: str, text: str, assessment: Assessment) -> list[Effect]:
+        """Words that may be self-harm beside a sure sign of the body: the staff hear of both, in two alerts."""
+        if not assessment.possible_crisis or assessment.level is Level.CRISIS:
+            return []
+        crisis = Assessment(Outcome.UNSURE, Level.CRISIS, assessment.possible_crisis, assessment.source)
+        return self._alert(inbound, lang, text, crisis, possible=True)
 
     def _confirmed(self, inbound: Inbound, state: PatientState, danger: bool) -> Turn:
         """The answer to a confirmation question: yes escalates as a certain sign; no gets the FAQ answer."""
@@ -354,6 +362,7 @@ class Dialogue:
         effects: list[Effect] = [RecordEvent(reply.kind.value, reply.topic)]
         if reply.kind is Kind.SAFETY and assessment is not None:
             effects += self._alert(inbound, reply.lang, inbound.text, assessment)
+            effects += self._possible_crisis(inbound, reply.lang, inbound.text, assessment)
         elif reply.kind is Kind.CONFIRM and assessment is not None:
             # A group cannot hold the question open for one person: ask in words, and tell staff about a crisis.
             reply = replace(reply, buttons=())

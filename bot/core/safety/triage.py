@@ -22,7 +22,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -57,6 +57,9 @@ class Assessment:
     excerpt: str = ""  # the part of the message that raised it, for the staff alert
     source: str = ""  # "rule:<lang>:<id>", "semantic" or "context", for audits
     score: float = 0.0
+    # A sure sign of the body with words that may be self-harm beside it: one reply, both dangers (the words
+    # that may be self-harm, for the staff's "possible crisis" alert).
+    possible_crisis: str = ""
 
     def __bool__(self) -> bool:
         return self.outcome is not Outcome.CLEAR
@@ -128,11 +131,21 @@ class Triage:
             # A sure urgent sign next to a possible emergency one ("so swollen I can't open my eye, and when I do
             # I see a little double"): the danger is certain, its level unclear, so the stricter level is used.
             stricter = next(
-                (h for h in hits if h.effect == "ask" and _rank_level(h.level) > _rank_level(certain.level)), None
+                (
+                    h
+                    for h in hits
+                    if h.effect == "ask"
+                    and h.level is not Level.CRISIS
+                    and _rank_level(h.level) > _rank_level(certain.level)
+                ),
+                None,
             )
-            if stricter is not None and stricter.level is not Level.CRISIS:
-                return self._from_rule(text, stricter, Outcome.CERTAIN)
-            return self._from_rule(text, certain, Outcome.CERTAIN)
+            found = stricter or certain
+            assessment = self._from_rule(text, found, Outcome.CERTAIN)
+            crisis = next((h for h in hits if h.level is Level.CRISIS and h.effect == "ask"), None)
+            if crisis is not None and found.level is not Level.CRISIS:
+                return replace(assessment, possible_crisis=excerpt(text, crisis.sign))
+            return assessment
         segments, whole = _segments(text)
         return self._decide(text, hits, self._semantic(segments, whole))
 
