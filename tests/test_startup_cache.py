@@ -53,3 +53,23 @@ def test_a_content_edit_is_loaded_afresh_not_read_from_the_cache(
     edited, problems = load_all_content(config, examples=False)
     assert edited is None
     assert any("faq.yaml" in p.file for p in problems)
+
+
+def test_damaged_cache_files_are_rebuilt_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that truncated or garbled every cache file (a crash mid-write, a full disk): the next start builds
+    afresh and answers as before, danger signs included."""
+    from bot.runtime import assistant_for
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    config = fixture_config()
+    first = assistant_for(config)
+    expected = first.answer("how long do bruises last?", "en")
+    files = [f for f in cache.iterdir() if f.is_file()]
+    assert {f.name.split("-")[0] for f in files} >= {"content", "matcher", "regex", "safety", "vectors"}
+    for file in files:
+        file.write_bytes(b"\x80\x04garbage")
+    monkeypatch.setattr(regexcache, "_held", {})  # a new process: the regex cache is read again
+    again = assistant_for(config)
+    assert again.answer("how long do bruises last?", "en").text == expected.text
+    assert again.assess("I can't breathe", "en")[0].level is not None

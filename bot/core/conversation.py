@@ -176,9 +176,7 @@ class Assistant:
         level = assessment.level or Level.URGENT
         key = Text.SAFETY_URGENT_CLOSED if level is Level.URGENT and not clinic_open else _SAFETY_TEXT[level]
         text = self.text(lang, key)
-        if (
-            assessment.possible_crisis and level is not Level.CRISIS
-        ):  # words of self-harm beside it: the crisis line too
+        if assessment.possible_crisis:  # words that may be self-harm beside the sign: the crisis line too
             text += "\n\n" + self.text(lang, Text.SAFETY_CRISIS)
         buttons = ((Button(self.pack(lang).ui.buttons.talk_to_person, cb.Handoff()),),)
         return Reply(text, Kind.SAFETY, self.lang(lang), buttons, assessment=assessment)

@@ -190,7 +190,7 @@ class Dialogue:
 
     def _possible_crisis(self, inbound: Inbound, lang: str, text: str, assessment: Assessment) -> list[Effect]:
         """Words that may be self-harm beside a sure sign of the body: the staff hear of both, in two alerts."""
-        if not assessment.possible_crisis or assessment.level is Level.CRISIS:
+        if not assessment.possible_crisis:
             return []
         crisis = Assessment(Outcome.UNSURE, Level.CRISIS, assessment.possible_crisis, assessment.source)
         return self._alert(inbound, lang, text, crisis, possible=True)

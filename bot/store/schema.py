@@ -75,11 +75,10 @@ class _Writer:
     """This process's turn at SQLite's write lock.
 
     Every transaction that may write takes the write lock at BEGIN (see `_on_sqlite_begin`); those marked
-    `READ_ONLY` take none. Threads of one process that
-    meet it taken wait in SQLite's busy handler, which sleeps in growing steps of up to 100 ms and so
-    leaves the lock idle while they sleep (the bot's workers spent a fifth of their time there). They
-    queue on a lock of the process instead and get the file's lock the moment it is free; other
-    processes still wait in the busy handler.
+    `READ_ONLY` take none. Threads of one process that meet it taken would wait in SQLite's busy handler,
+    which sleeps in growing steps of up to 100 ms and so leaves the lock idle while they sleep (the bot's
+    workers spent a fifth of their time there). They queue on a lock of the process instead and get the
+    file's lock the moment it is free; other processes still wait in the busy handler.
     """
 
     KEY = "aftercare_writer"

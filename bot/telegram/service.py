@@ -543,12 +543,11 @@ class Service:
     async def _work_loop(self) -> None:
         """Keep up to WORKER_BATCH updates in hand, claiming more as each one ends (a batch that waited for its
         slowest member held every update that arrived meanwhile)."""
-        in_hand: set[asyncio.Task[None]] = set()
-        held: set[int] = set()  # inbox rows in hand: one whose lease lapsed while it is handled is not begun again
+        in_hand: dict[int, asyncio.Task[None]] = {}  # by inbox row: one whose lease lapses is not begun again
         while not self.stop.is_set():
             room = WORKER_BATCH - len(in_hand)
             if room <= 0:
-                await asyncio.wait(set(in_hand), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(set(in_hand.values()), return_when=asyncio.FIRST_COMPLETED)
                 continue
             self._work.clear()  # before the look: updates stored during the claim must not wait for the tick
             try:
@@ -557,13 +556,12 @@ class Service:
                 self.health.db_failed(_reason(exc))
                 await asyncio.sleep(1)
                 continue
-            fresh = [stored for stored in claimed if stored.id not in held]
+            fresh = [stored for stored in claimed if stored.id not in in_hand]
             for stored in fresh:
-                held.add(stored.id)
-                task = asyncio.ensure_future(self._handle_then_look(stored, held))
-                in_hand.add(task)
+                task = asyncio.ensure_future(self._handle_then_look(stored))
+                in_hand[stored.id] = task
                 self.tasks.add(task)
-                task.add_done_callback(in_hand.discard)
+                task.add_done_callback(partial(_forget_row, in_hand, stored.id))
                 task.add_done_callback(self.tasks.discard)
             if fresh:
                 continue
@@ -572,7 +570,7 @@ class Service:
             except TimeoutError:
                 pass
 
-    async def _handle_then_look(self, stored: StoredUpdate, held: set[int]) -> None:
+    async def _handle_then_look(self, stored: StoredUpdate) -> None:
         try:
             await self._handle(stored)
         except asyncio.CancelledError:
@@ -580,7 +578,6 @@ class Service:
         except Exception as exc:  # the update stays in the inbox and is handled again; say so, loudly
             log.error("update %s: handling failed (%s); it will be retried", stored.update_id, type(exc).__name__)
         finally:
-            held.discard(stored.id)
             self._work.set()  # the chat's next update, if any, can be claimed now
 
     async def _handle(self, stored: StoredUpdate) -> None:
@@ -658,6 +655,10 @@ class Service:
             slot.error = context.error
         else:
             log.error("error in a job: %s", type(context.error).__name__, exc_info=context.error)
+
+
+def _forget_row(in_hand: dict[int, asyncio.Task[None]], row: int, _task: asyncio.Task[None]) -> None:
+    in_hand.pop(row, None)
 
 
 def _limits(config: Config) -> Limits:

@@ -57,8 +57,8 @@ class Assessment:
     excerpt: str = ""  # the part of the message that raised it, for the staff alert
     source: str = ""  # "rule:<lang>:<id>", "semantic" or "context", for audits
     score: float = 0.0
-    # A sure sign of the body with words that may be self-harm beside it: one reply, both dangers (the words
-    # that may be self-harm, for the staff's "possible crisis" alert).
+    # Set only beside a sure sign of the body (never on a crisis assessment): the words that may be self-harm,
+    # for the crisis line in the reply and the staff's "possible crisis" alert.
     possible_crisis: str = ""
 
     def __bool__(self) -> bool:
@@ -194,13 +194,14 @@ class Triage:
 
 
 def _rank_level(level: Level) -> int:
-    return 3 - PRECEDENCE.index(level)
+    """Crisis 3, emergency 2, urgent 1: the stricter, the higher."""
+    return len(PRECEDENCE) - PRECEDENCE.index(level)
 
 
 def _rank(assessment: Assessment) -> tuple[int, int]:
     """Orders assessments: certain over unsure over clear, then by level (crisis, emergency, urgent)."""
     outcome = {Outcome.CLEAR: 0, Outcome.UNSURE: 1, Outcome.CERTAIN: 2}[assessment.outcome]
-    level = 0 if assessment.level is None else 3 - PRECEDENCE.index(assessment.level)
+    level = 0 if assessment.level is None else _rank_level(assessment.level)
     return outcome, level
 
 
