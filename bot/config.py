@@ -177,7 +177,7 @@ class TelegramConfig(_Strict):
     handoff_idle_minutes: int = Field(default=24 * 60, ge=1)
     poll_timeout: int = Field(default=30, ge=0)
     # The whole bot's send rate, shared by every process (Telegram allows about 30 a second); 0 = no pacing.
-    max_messages_per_second: float = Field(default=28.5, ge=0)
+    max_messages_per_second: float = Field(default=29, ge=0)
     webhook: WebhookConfig = WebhookConfig()
     # The bot's @username, for invite links (t.me/<username>?start=...); `run` learns it from Telegram.
     bot_username: str | None = None

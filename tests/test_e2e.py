@@ -246,6 +246,8 @@ def test_reminders_arrive_in_order_and_a_worrying_check_in_alerts_staff(fake: Fa
         wait_polling(fake, process)
         fake.send_text(STAFF_CHAT, "/invite meso_face", user_id=STAFF_USER, chat_type="supergroup")
         invite = wait_for_text(fake, STAFF_CHAT, "t.me/", timeout=20)
+        uploads = [c.files["photo"] for c in fake.calls_to("sendPhoto") if c.ok and "photo" in c.files]
+        assert uploads and uploads[0].data.startswith(b"\x89PNG"), "staff get the invite as a QR image"
         caption = str(invite.get("caption") or invite.get("text"))
         payload = caption.split("start=")[1].split()[0]
         fake.send_text(PATIENT, f"/start {payload}")

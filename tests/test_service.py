@@ -307,3 +307,33 @@ async def test_an_update_still_being_handled_when_its_lease_lapses_is_not_handle
         assert sum("bruises" in t.lower() for t in texts_to(fake, PATIENT)) == 1
         assert store.inbox_pending() == 0
         assert len(turns) == len(set(turns)) == 1  # one turn: its effects (events, recent messages) applied once
+
+
+async def test_sends_that_a_busy_event_loop_made_late_never_break_the_bot_wide_limit(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant]
+) -> None:
+    """The schedule is spaced, but a stalled loop wakes every overdue send at once: Telegram would refuse the
+    ones over its count for that second. The sender keeps any one second under its own limit regardless."""
+    from datetime import UTC, datetime
+
+    from bot.core.events import Priority
+    from bot.delivery.outgoing import text_messages
+
+    fake.enforce_limits(per_bot_per_second=6)  # the bot keeps 5: a message of room, as 28 of Telegram's 30
+    now = datetime.now(UTC)
+    messages = [
+        m
+        for i in range(20)
+        for m in text_messages(
+            f"burst:{i}", 7000 + i, f"reminder {i}", priority=int(Priority.BULK), kind="reminder", at=now
+        )
+    ]
+    async with running_service(
+        fake, store, fixture_assistant[1], service_config(fake, max_messages_per_second=5)
+    ) as running:
+        store.enqueue(messages, now)
+        running.service.sender.wake()
+        await until(lambda: len(fake.deliveries()) >= 2, what="the first reminders")
+        time.sleep(1.5)  # the event loop is stuck (a slow callback): a second and a half of slots go by
+        await until(lambda: all(fake.messages_to(7000 + i) for i in range(20)), 20, "every reminder")
+    assert fake.flood_errors == 0

@@ -21,6 +21,7 @@ import io
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from bot.core.events import Priority
 from bot.core.staff import StaffWriter
 from bot.delivery.outgoing import ALERT, NOTICE, SAFETY, text_messages
 from bot.store.repository import Delivered, Outgoing, Queued, Store
+from bot.telegram.http import reached_telegram
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +44,10 @@ Db = Callable[..., Awaitable[Any]]
 LEASE = timedelta(seconds=45)  # longer than one send with its timeouts
 BATCH = 50
 PACED_LOOKAHEAD = 0.3  # seconds of the paced rate claimed ahead
-UNPACED_IN_FLIGHT = 16  # enough for well over 500 messages/s to a Bot API server on the same network
+UNPACED_IN_FLIGHT = 16  # requests at once when unpaced: enough for a Bot API server on the same network
+UNPACED_CLAIMED = 64  # claimed ahead of them, so a claim's round trip to the database never leaves them idle
+# Messages sent but not yet recorded (a group commit is running): past this many, claiming more waits.
+UNRECORDED_LIMIT = 256
 IDLE_WAIT = 0.25  # seconds between looks at the queue when nothing woke the sender
 # Attempts before a message counts as failed, and the backoff cap (seconds), per kind.
 ATTEMPTS = {SAFETY: 12, ALERT: 14, "reply": 8, "relay": 8, NOTICE: 8, "reminder": 8}
@@ -50,14 +55,22 @@ BACKOFF_CAP = {SAFETY: 20.0, ALERT: 60.0}
 DEFAULT_BACKOFF_CAP = 300.0
 FIRST_BACKOFF = {SAFETY: 0.3, ALERT: 0.5}
 RECORD_ATTEMPTS = 8  # tries to record deliveries before giving up (the lease then lets them be sent again)
+RATE_WINDOW = 1.0  # seconds: Telegram's bot-wide limit is a count per second
+RATE_POLL = 0.005  # seconds between looks while every send that counts is still waiting for its answer
 GLOBAL_HOLD_CHATS = 3  # this many chats refused with 429 within a second: Telegram is limiting the whole bot
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Telegram's flood limits as the sender keeps them (a little under, so it never earns a 429)."""
+    """Telegram's flood limits as the sender keeps them (a little under, so it never earns a 429).
 
-    per_second: float = 28.5  # whole bot; 0 = no pacing (a self-hosted Bot API server)
+    `per_second` spaces the send schedule that every process shares through the database. Telegram
+    counts what arrives in each second and refuses the 31st, and a busy event loop can wake several late
+    sends at once: so no process lets more than the whole part of `per_second` reach Telegram in any one
+    second either (see `Sender._within_rate`). The default, 29, is one under Telegram's count.
+    """
+
+    per_second: float = 29  # whole bot; 0 = no pacing (a self-hosted Bot API server)
     private_interval: float = 1.0
     private_burst: int = 3
     group_interval: float = 3.2  # about 19 a minute
@@ -129,6 +142,15 @@ class Sender:
         self._wake = asyncio.Event()
         self._refusals = _Refusals()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Claimed messages Telegram has not answered yet: what `room` counts. A message whose answer came
+        # frees its place at once, while its delivery is still being recorded.
+        self._unanswered = 0
+        self._answered = asyncio.Event()
+        self._requests = asyncio.Semaphore(UNPACED_IN_FLIGHT)
+        # Sends on their way, and when the last second's answers came: what Telegram may count in its current
+        # second (see `_within_rate`).
+        self._sending = 0
+        self._recent_answers: deque[float] = deque()
         # Deliveries waiting to be recorded, and the task recording them (see `_record`).
         self._unrecorded: list[tuple[Delivered, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
@@ -145,9 +167,14 @@ class Sender:
         """Keep a few messages in flight, claiming more as each one ends: an urgent message queued now is
         claimed within a fraction of a second, even behind ten thousand reminders."""
         while not stop.is_set() and self.fatal is None:
-            room = self._room() - len(self._in_flight)
-            if room <= 0 or (room < self._room() // 2 and self._in_flight):  # claim in batches, not one by one
-                await asyncio.wait(set(self._in_flight), timeout=IDLE_WAIT, return_when=asyncio.FIRST_COMPLETED)
+            room = self._room() - self._unanswered
+            behind = len(self._unrecorded) >= UNRECORDED_LIMIT
+            if behind or room <= 0 or (room < self._room() // 2 and self._unanswered):  # claim in batches
+                self._answered.clear()
+                try:
+                    await asyncio.wait_for(self._answered.wait(), IDLE_WAIT)
+                except TimeoutError:
+                    pass
                 continue
             self._wake.clear()  # before the look: a wake during the claim must not be lost
             try:
@@ -167,7 +194,7 @@ class Sender:
     def _room(self) -> int:
         """Messages in flight at once: about a quarter of a second of the paced rate, or many when unpaced."""
         if self.limits.per_second <= 0:
-            return UNPACED_IN_FLIGHT
+            return UNPACED_CLAIMED
         return max(2, int(self.limits.per_second * PACED_LOOKAHEAD))
 
     async def drain_once(self, limit: int = BATCH) -> int:
@@ -181,6 +208,7 @@ class Sender:
         if interval:
             slot = await self.db(self.store.reserve_sends, len(batch), time.time(), interval)
         for index, message in enumerate(batch):
+            self._unanswered += 1
             task = asyncio.create_task(self._send_at(message, slot + index * interval))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -190,22 +218,62 @@ class Sender:
         delay = start_at - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        freed = False
+
+        def answered() -> None:
+            """Telegram answered (or the message will not be sent): its place is free for the next claim."""
+            nonlocal freed
+            if not freed:
+                freed = True
+                self._unanswered -= 1
+                self._requests.release()
+                self._answered.set()
+                if self.limits.per_second > 0:
+                    self._sending -= 1
+                    self._recent_answers.append(time.monotonic())
+
+        await self._within_rate()
+        await self._requests.acquire()
         try:
-            await self.deliver(message)
+            await self.deliver(message, answered=answered)
         except Fatal as exc:
             self.fatal = exc
         except Exception:
             log.exception("sender: unexpected error on message %s", message.id)
+        finally:
+            answered()
+
+    async def _within_rate(self) -> None:
+        """Never more than `per_second` sends from this process in any one second as Telegram counts them: the
+        slots are spaced, but a busy event loop wakes several late ones together, and a request reaches
+        Telegram some time after it was started. A send counts from its start until a second after its
+        answer came (it arrived before that), so the count holds whatever the delays on the way."""
+        limit = int(self.limits.per_second)
+        if limit <= 0:
+            return
+        while True:
+            now = time.monotonic()
+            while self._recent_answers and now - self._recent_answers[0] >= RATE_WINDOW:
+                self._recent_answers.popleft()
+            if self._sending + len(self._recent_answers) < limit:
+                self._sending += 1
+                return
+            oldest = self._recent_answers[0] if self._recent_answers else now
+            await asyncio.sleep(max(RATE_POLL, oldest + RATE_WINDOW - now))
 
     # -- one message ---------------------------------------------------------------------------
-    async def deliver(self, message: Queued) -> None:
-        """Send one claimed message and record what happened."""
+    async def deliver(self, message: Queued, answered: Callable[[], None] = lambda: None) -> None:
+        """Send one claimed message and record what happened; `answered` is called as soon as Telegram has
+        answered, before the outcome is recorded."""
         chat_id = message.chat_id
         if message.key in self.skip:
             await self.db(self.store.message_sent, message.id, at=self.clock(), message_id=None)
             return
         try:
-            sent = await self._call(chat_id, message.payload)
+            try:
+                sent = await self._call(chat_id, message.payload)
+            finally:
+                answered()
         except ChatMigrated as exc:
             await self.on_staff_migrated(chat_id, exc.new_chat_id)
             await self._retry(message, "chat migrated to a supergroup", soon=True)
@@ -433,6 +501,9 @@ def _seconds(value: int | float | timedelta) -> float:
 def _maybe_sent(exc: BaseException) -> bool:
     """Whether a failed request may have reached Telegram (a read timeout, a connection lost mid-answer)."""
     cause = exc.__cause__
+    reached = reached_telegram(cause)
+    if reached is not None:
+        return reached
     if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return False
     if isinstance(cause, httpx.ReadTimeout | httpx.WriteTimeout | httpx.RemoteProtocolError | httpx.ReadError):

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
-from telegram.request import BaseRequest, HTTPXRequest
+from telegram.request import BaseRequest
 
 from bot.config import Config
 from bot.core import recovery
@@ -50,6 +50,7 @@ from bot.logs import setup_logging
 from bot.runtime import build_dialogue
 from bot.store import Store, open_store
 from bot.store.repository import DueReminder, Outgoing, StoredUpdate
+from bot.telegram.http import AiohttpRequest
 from bot.telegram.pipeline import STAFF_CHAT_SETTING, Pipeline, Result, StaffDesk
 from bot.telegram.translate import Bot as BotIdentity
 from bot.telegram.translate import chat_of
@@ -194,10 +195,8 @@ class Service:
         self.exit_code = EXIT_OK
         telegram = config.telegram
         token = telegram.token.get_secret_value() if telegram.token else ""
-        # More connections than messages in flight, but not many more: httpcore checks every pooled
-        # connection on each request, so a large pool costs CPU on every message.
-        request = request or HTTPXRequest(
-            connection_pool_size=UNPACED_IN_FLIGHT + 8,
+        request = request or AiohttpRequest(
+            connection_pool_size=UNPACED_IN_FLIGHT + 2,
             read_timeout=10,
             write_timeout=10,
             connect_timeout=5,
@@ -210,7 +209,7 @@ class Service:
             .base_file_url(telegram.api_url.replace("/bot", "/file/bot"))
             .request(request)
             .get_updates_request(
-                updates_request or HTTPXRequest(read_timeout=telegram.poll_timeout + 10, connect_timeout=5)
+                updates_request or AiohttpRequest(read_timeout=telegram.poll_timeout + 10, connect_timeout=5)
             )
             .updater(None)
             .build()
@@ -258,13 +257,21 @@ class Service:
         self.stop.set()
 
     # -- start and stop ------------------------------------------------------------------------
+    async def _close_connections(self) -> None:
+        """A start that failed at getMe leaves the HTTP sessions open (python-telegram-bot only closes what
+        initialised completely): close them, so the one-line error is all that is printed."""
+        for request in (self.app.bot.request, self.app.bot._request[0]):  # sending, then getUpdates
+            await request.shutdown()
+
     async def run(self) -> int:
         try:
             await self.app.initialize()  # getMe: refuses a bad token, needs the network
         except InvalidToken:
+            await self._close_connections()
             print("aftercare run: Telegram rejected the bot token; check TELEGRAM_BOT_TOKEN.", file=sys.stderr)
             return EXIT_TOKEN
         except (NetworkError, TimedOut) as exc:
+            await self._close_connections()
             where = self.config.telegram.api_url.split("/bot")[0]
             print(
                 f"aftercare run: cannot reach Telegram at {where} ({_reason(exc)}); check the network.", file=sys.stderr
