@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/bench_bot.py [--users 50] [--rate 50] [--seconds 20] [--pace 0]
 Prints replies/s and p50/p99 latency from update (queued at the fake server) to reply (sendMessage
-received by the fake server). Target on a 2-core machine: p99 < 100 ms at 50 messages/s.
+received by the fake server). Target on a 2-core machine: p99 ≤ 150 ms at 50 messages/s.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
         type=float,
         default=0.0,
         help="the bot's total send rate limit (telegram.max_messages_per_second); 0, the default here, measures "
-        "what the bot itself can do, since the fake server has no flood limit (the shipped default is 28.5)",
+        "what the bot itself can do, since the fake server has no flood limit (the shipped default is 29)",
     )
     args = parser.parse_args()
 
