@@ -82,10 +82,12 @@ def main() -> None:
                     safety.append((reply - sent) if reply else float("inf"))
                     alert.append((seen - sent) if seen else float("inf"))
                     fake.clear_faults()
-                print(
-                    json.dumps({"fault": name, "safety_message_s": round(max(safety), 2), "staff_alert_s": round(max(alert), 2)}),
-                    flush=True,
-                )
+                figures = {
+                    "fault": name,
+                    "safety_message_s": round(max(safety), 2),
+                    "staff_alert_s": round(max(alert), 2),
+                }
+                print(json.dumps(figures), flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
