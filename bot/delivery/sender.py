@@ -228,7 +228,7 @@ class Sender:
                 self._unanswered -= 1
                 self._requests.release()
                 self._answered.set()
-                if self.limits.per_second > 0:
+                if self._per_second_count > 0:
                     self._sending -= 1
                     self._recent_answers.append(time.monotonic())
 
@@ -243,12 +243,17 @@ class Sender:
         finally:
             answered()
 
+    @property
+    def _per_second_count(self) -> int:
+        """The most sends that may reach Telegram in any one second (0: not counted)."""
+        return int(self.limits.per_second)
+
     async def _within_rate(self) -> None:
         """Never more than `per_second` sends from this process in any one second as Telegram counts them: the
         slots are spaced, but a busy event loop wakes several late ones together, and a request reaches
         Telegram some time after it was started. A send counts from its start until a second after its
         answer came (it arrived before that), so the count holds whatever the delays on the way."""
-        limit = int(self.limits.per_second)
+        limit = self._per_second_count
         if limit <= 0:
             return
         while True:
