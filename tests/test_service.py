@@ -167,6 +167,18 @@ async def test_a_revoked_token_stops_the_service_with_an_error(
     assert code != 0
 
 
+async def test_a_token_refused_only_when_sending_stops_the_service_with_an_error(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    """In webhook mode nothing polls: a revoked token shows only when the bot sends. The process must exit
+    (a supervisor notices), not keep accepting updates it can never answer."""
+    async with running_service(fake, store, fixture_assistant[1], config) as running:
+        fake.fail("sendMessage", status=401, times=None)
+        fake.send_text(PATIENT, "how long do bruises last?")
+        code = await asyncio.wait_for(running.task, 20)
+    assert code == 3
+
+
 async def test_staff_reply_is_relayed_and_its_delivery_reported(
     fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
 ) -> None:
@@ -337,3 +349,29 @@ async def test_sends_that_a_busy_event_loop_made_late_never_break_the_bot_wide_l
         time.sleep(1.5)  # the event loop is stuck (a slow callback): a second and a half of slots go by
         await until(lambda: all(fake.messages_to(7000 + i) for i in range(20)), 20, "every reminder")
     assert fake.flood_errors == 0
+
+
+async def test_a_claimed_message_that_waited_past_most_of_its_lease_goes_back_unsent(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    """A claimed message whose turn came so late that its lease could lapse mid-send (another claim would then
+    send it again) is not sent by the late task: it goes back to the queue, and the sender sends it once."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.core.events import Priority
+    from bot.delivery.outgoing import text_messages
+    from bot.delivery.sender import LEASE
+
+    later = datetime.now(UTC) + timedelta(seconds=30)  # not due yet: the running sender leaves it alone
+    async with running_service(fake, store, fixture_assistant[1], config) as running:
+        store.enqueue(
+            text_messages("late:1", 7100, "a reminder", priority=int(Priority.BULK), kind="reminder", at=later), later
+        )
+        [claimed] = store.claim_messages("a-slow-process", later, LEASE, 1)
+        sender = running.service.sender
+        sender._unanswered += 1  # as drain_once counts it
+        await sender._send_at(claimed, time.time(), time.monotonic() - LEASE.total_seconds())
+        assert fake.messages_to(7100) == []  # the late task did not send it
+        await until(lambda: len(fake.messages_to(7100)) == 1, 10, "the reminder, sent by a fresh claim")
+        await asyncio.sleep(0.5)
+    assert len(fake.messages_to(7100)) == 1

@@ -42,10 +42,13 @@ T = TypeVar("T")
 Db = Callable[..., Awaitable[Any]]
 
 LEASE = timedelta(seconds=45)  # longer than one send with its timeouts
+LEASE_MARGIN = 20.0  # seconds: a claimed message not started by then goes back to the queue (a send takes up to ~17 s)
 BATCH = 50
 PACED_LOOKAHEAD = 0.3  # seconds of the paced rate claimed ahead
 UNPACED_IN_FLIGHT = 16  # requests at once when unpaced: enough for a Bot API server on the same network
-UNPACED_CLAIMED = 64  # claimed ahead of them, so a claim's round trip to the database never leaves them idle
+# Claimed ahead of them, so a claim's round trip to the database never leaves them idle; few enough that the last
+# one claimed starts well within its lease even when every request ahead of it times out.
+UNPACED_CLAIMED = UNPACED_IN_FLIGHT + 8
 # Messages sent but not yet recorded (a group commit is running): past this many, claiming more waits.
 UNRECORDED_LIMIT = 256
 IDLE_WAIT = 0.25  # seconds between looks at the queue when nothing woke the sender
@@ -190,6 +193,8 @@ class Sender:
                 pass
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if self.fatal is not None:  # the token was refused: whoever runs the sender must stop, and say why
+            raise self.fatal
 
     def _room(self) -> int:
         """Messages in flight at once: about a quarter of a second of the paced rate, or many when unpaced."""
@@ -201,6 +206,7 @@ class Sender:
         """Claim up to `limit` messages and start sending them (paced, concurrently across chats)."""
         now = self.clock()
         batch: list[Queued] = await self.db(self.store.claim_messages, self.owner, now, LEASE, min(limit, BATCH))
+        claimed = time.monotonic()
         if not batch:
             return 0
         slot = time.time()
@@ -209,32 +215,42 @@ class Sender:
             slot = await self.db(self.store.reserve_sends, len(batch), time.time(), interval)
         for index, message in enumerate(batch):
             self._unanswered += 1
-            task = asyncio.create_task(self._send_at(message, slot + index * interval))
+            task = asyncio.create_task(self._send_at(message, slot + index * interval, claimed))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return len(batch)
 
-    async def _send_at(self, message: Queued, start_at: float) -> None:
-        delay = start_at - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        freed = False
+    async def _send_at(self, message: Queued, start_at: float, claimed_at: float) -> None:
+        """Wait for the message's slot, a place under the per-second count and a free request, then send it.
+        Whatever happens (an error, cancellation at shutdown), what it took is given back."""
+        counted = requested = answered_once = False
 
         def answered() -> None:
             """Telegram answered (or the message will not be sent): its place is free for the next claim."""
-            nonlocal freed
-            if not freed:
-                freed = True
-                self._unanswered -= 1
+            nonlocal answered_once
+            if answered_once:
+                return
+            answered_once = True
+            self._unanswered -= 1
+            self._answered.set()
+            if requested:
                 self._requests.release()
-                self._answered.set()
-                if self._per_second_count > 0:
-                    self._sending -= 1
-                    self._recent_answers.append(time.monotonic())
+            if counted:
+                self._sending -= 1
+                self._recent_answers.append(time.monotonic())
 
-        await self._within_rate()
-        await self._requests.acquire()
         try:
+            delay = start_at - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            counted = await self._within_rate()
+            await self._requests.acquire()
+            requested = True
+            if time.monotonic() - claimed_at > LEASE.total_seconds() - LEASE_MARGIN:
+                # Waited so long that its lease may lapse while it is sent, and another claim would send it
+                # again: it goes back to the queue, unsent, for the next claim.
+                await self.db(self.store.message_retry, message.id, not_before=self.clock(), error="lease nearly over")
+                return
             await self.deliver(message, answered=answered)
         except Fatal as exc:
             self.fatal = exc
@@ -248,21 +264,22 @@ class Sender:
         """The most sends that may reach Telegram in any one second (0: not counted)."""
         return int(self.limits.per_second)
 
-    async def _within_rate(self) -> None:
+    async def _within_rate(self) -> bool:
         """Never more than `per_second` sends from this process in any one second as Telegram counts them: the
         slots are spaced, but a busy event loop wakes several late ones together, and a request reaches
         Telegram some time after it was started. A send counts from its start until a second after its
-        answer came (it arrived before that), so the count holds whatever the delays on the way."""
+        answer came (it arrived before that), so the count holds whatever the delays on the way. True when the
+        send is counted (the caller gives its place back when the answer comes)."""
         limit = self._per_second_count
         if limit <= 0:
-            return
+            return False
         while True:
             now = time.monotonic()
             while self._recent_answers and now - self._recent_answers[0] >= RATE_WINDOW:
                 self._recent_answers.popleft()
             if self._sending + len(self._recent_answers) < limit:
                 self._sending += 1
-                return
+                return True
             oldest = self._recent_answers[0] if self._recent_answers else now
             await asyncio.sleep(max(RATE_POLL, oldest + RATE_WINDOW - now))
 
@@ -505,10 +522,10 @@ def _seconds(value: int | float | timedelta) -> float:
 
 def _maybe_sent(exc: BaseException) -> bool:
     """Whether a failed request may have reached Telegram (a read timeout, a connection lost mid-answer)."""
-    cause = exc.__cause__
-    reached = reached_telegram(cause)
+    reached = reached_telegram(exc)
     if reached is not None:
         return reached
+    cause = exc.__cause__
     if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return False
     if isinstance(cause, httpx.ReadTimeout | httpx.WriteTimeout | httpx.RemoteProtocolError | httpx.ReadError):

@@ -6,16 +6,22 @@ sends share one interpreter lock with everything else it does, so that differenc
 cost in a burst of reminders.
 
 The sender must know whether a failed request may have reached Telegram (a lost answer means the
-message may be delivered; a refused connection means it was not): `reached_telegram` says so from the
-aiohttp error that caused it.
+message may be delivered; a refused connection means it was not): the error raised carries it, and
+`reached_telegram` reads it. aiohttp's error messages contain the request URL, and the URL contains the
+bot's token: the errors raised here say what happened without it.
+
+Where httpx and aiohttp behave differently by default, this keeps httpx's behaviour, which
+python-telegram-bot was built on: proxies from the environment, certifi's certificates, no redirects.
 """
 
 from __future__ import annotations
 
-import asyncio
+import re
+import ssl
 from typing import Any
 
 import aiohttp
+import certifi
 from telegram._utils.defaultvalue import DefaultValue  # the sentinel type of DEFAULT_NONE (as HTTPXRequest)
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
@@ -23,26 +29,28 @@ from telegram.request import BaseRequest, RequestData
 
 USER_AGENT = BaseRequest.USER_AGENT
 
-# Errors raised before the request left: it was not sent.
+# Errors raised before the request left: it was not sent. (ClientConnectorError is a ClientOSError and
+# ConnectionTimeoutError a TimeoutError: these are checked first.)
 _NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-# Errors raised once it may have been read by the server: the answer was lost, not necessarily the message.
-_MAYBE_SENT: tuple[type[BaseException], ...] = (
-    aiohttp.SocketTimeoutError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientPayloadError,
-    aiohttp.ClientOSError,
-    aiohttp.ClientResponseError,
-    asyncio.TimeoutError,
-)
+_TOKEN_IN_URL = re.compile(r"/bot[^/\s'\"]+")
+REACHED = "aftercare_reached_telegram"  # the attribute of a raised error that says whether the request may have arrived
 
 
-def reached_telegram(cause: BaseException | None) -> bool | None:
-    """True if the request may have been received, False if it certainly was not, None if not ours."""
-    if isinstance(cause, _NOT_SENT):
-        return False
-    if isinstance(cause, _MAYBE_SENT):
-        return True
-    return None
+def reached_telegram(exc: BaseException) -> bool | None:
+    """True if the failed request may have been received, False if it certainly was not, None if not known."""
+    reached = getattr(exc, REACHED, None)
+    return reached if isinstance(reached, bool) else None
+
+
+def _stale_connection(err: aiohttp.ClientError) -> bool:
+    """A pooled keep-alive connection the server had closed: writing the request failed, nothing left."""
+    return isinstance(err, aiohttp.ClientOSError) and isinstance(
+        err.__cause__ or err.__context__, aiohttp.ClientConnectionResetError
+    )
+
+
+def _without_token(text: str) -> str:
+    return _TOKEN_IN_URL.sub("/bot<token>", text)
 
 
 class AiohttpRequest(BaseRequest):
@@ -72,8 +80,11 @@ class AiohttpRequest(BaseRequest):
 
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._pool_size, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
+            certificates = ssl.create_default_context(cafile=certifi.where())
+            connector = aiohttp.TCPConnector(limit=self._pool_size, enable_cleanup_closed=True, ssl=certificates)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers={"User-Agent": USER_AGENT}, trust_env=True
+            )
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -104,15 +115,25 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect,
             sock_read=max((t for t in (read, write) if t is not None), default=None),
         )
-        try:
-            async with self._session.request(method, url, data=_body(request_data), timeout=timeout) as response:
-                return response.status, await response.read()
-        except aiohttp.ConnectionTimeoutError as err:
-            raise TimedOut("Timed out connecting: the request was not sent") from err
-        except TimeoutError as err:
-            raise TimedOut from err
-        except aiohttp.ClientError as err:
-            raise NetworkError(f"aiohttp.{type(err).__name__}: {err}") from err
+        for attempt in (1, 2):
+            try:
+                async with self._session.request(
+                    method, url, data=_body(request_data), timeout=timeout, allow_redirects=False
+                ) as response:
+                    return response.status, await response.read()
+            except aiohttp.ConnectionTimeoutError:
+                error: Exception = TimedOut("Timed out connecting: the request was not sent")
+                reached = False
+            except TimeoutError:
+                error, reached = TimedOut("Timed out waiting for Telegram's answer"), True
+            except aiohttp.ClientError as err:
+                if attempt == 1 and _stale_connection(err):
+                    continue  # the request never left: send it once more, on a fresh connection
+                reached = not isinstance(err, _NOT_SENT) and not _stale_connection(err)
+                error = NetworkError(f"aiohttp.{type(err).__name__}: {_without_token(str(err))}")
+            setattr(error, REACHED, reached)
+            raise error from None  # aiohttp's own error names the URL, with the token in it
+        raise AssertionError("unreachable")
 
     def _pick(self, value: ODVInput[float], name: str) -> float | None:
         return self._timeouts[name] if isinstance(value, DefaultValue) else value
