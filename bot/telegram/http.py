@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import urllib.request
 from typing import Any
 
 import aiohttp
@@ -82,8 +83,11 @@ class AiohttpRequest(BaseRequest):
         if self._session is None or self._session.closed:
             certificates = ssl.create_default_context(cafile=certifi.where())
             connector = aiohttp.TCPConnector(limit=self._pool_size, enable_cleanup_closed=True, ssl=certificates)
+            # Proxies from the environment, as httpx reads them; looking them up costs on every request, so
+            # only when one is set.
+            proxied = bool(urllib.request.getproxies())
             self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": USER_AGENT}, trust_env=True
+                connector=connector, headers={"User-Agent": USER_AGENT}, trust_env=proxied
             )
 
     async def shutdown(self) -> None:
