@@ -375,3 +375,20 @@ async def test_a_claimed_message_that_waited_past_most_of_its_lease_goes_back_un
         await until(lambda: len(fake.messages_to(7100)) == 1, 10, "the reminder, sent by a fresh claim")
         await asyncio.sleep(0.5)
     assert len(fake.messages_to(7100)) == 1
+
+
+async def test_a_send_under_way_when_the_bot_is_stopped_finishes_and_is_recorded(
+    fake: FakeTelegram, store: Store, fixture_assistant: tuple[Config, Assistant], config: Config
+) -> None:
+    """Stopping (SIGTERM, a deploy) while Telegram is slow to answer: the reply still arrives, and it is recorded
+    as sent, so the next start does not send it again."""
+    from datetime import UTC, datetime
+
+    async with running_service(fake, store, fixture_assistant[1], config) as running:
+        fake.stall("sendMessage", chat_id=PATIENT, seconds=1.0)
+        fake.send_text(PATIENT, "how long do bruises last?")
+        await until(lambda: store.inbox_pending() == 0, what="the turn")
+        await asyncio.sleep(0.3)  # its reply is on its way, waiting for Telegram
+        await running.stop()
+    assert len(fake.messages_to(PATIENT)) == 1
+    assert store.next_message_due(datetime.now(UTC)) is None  # nothing left to send again

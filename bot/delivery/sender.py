@@ -196,6 +196,12 @@ class Sender:
         if self.fatal is not None:  # the token was refused: whoever runs the sender must stop, and say why
             raise self.fatal
 
+    async def finish_in_flight(self, timeout: float) -> None:
+        """Let the sends under way end and their deliveries be recorded (at shutdown), for at most `timeout`."""
+        pending = {*self._in_flight, *([self._recorder] if self._recorder is not None else [])}
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     def _room(self) -> int:
         """Messages in flight at once: about a quarter of a second of the paced rate, or many when unpaced."""
         if self.limits.per_second <= 0:

@@ -72,6 +72,7 @@ MEMORY_MODE_AFTER = 20.0  # seconds of an unwritable database before updates are
 HEALTH_EVERY = timedelta(minutes=1)
 REMINDER_TICK = timedelta(seconds=5)  # the database is the schedule: this is how often it is read
 REMINDER_BATCH = 500
+SHUTDOWN_GRACE = 5.0  # seconds given to sends under way when the process is asked to stop
 MAX_ATTEMPTS = 6  # an update whose handling keeps failing for a reason of ours is set aside
 
 Context = ContextTypes.DEFAULT_TYPE
@@ -335,6 +336,9 @@ class Service:
 
     async def _shutdown(self) -> None:
         log.info("stopping")
+        sender = getattr(self, "sender", None)
+        if sender is not None:  # sends under way finish and are recorded before the HTTP and database close
+            await sender.finish_in_flight(SHUTDOWN_GRACE)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
