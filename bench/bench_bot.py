@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.botprocess import start_bot  # noqa: E402
 from tests.fake_telegram import FakeTelegram  # noqa: E402
 
 QUESTIONS = {
@@ -70,22 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with FakeTelegram() as fake, tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": fake.token,
-            "AFTERCARE_TELEGRAM_API_URL": fake.base_url,
-            "AFTERCARE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-            "AFTERCARE_STAFF_CHAT_ID": "-100999",
-        }
-        config = Path(tmp) / "config.yaml"
-        config.write_text(f"telegram:\n  max_messages_per_second: {args.pace}\n", encoding="utf-8")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "--config", str(config), "run"],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = start_bot(fake, Path(tmp), f"telegram:\n  max_messages_per_second: {args.pace}\n")
         try:
             fake.wait_for_polling_sync(timeout=60)
             langs = list(QUESTIONS)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.botprocess import STAFF_CHAT, start_bot  # noqa: E402
 from tests.fake_telegram import FakeTelegram  # noqa: E402
 
-STAFF_CHAT = -100999
 DANGER = "my lips and tongue are swelling fast and I can't breathe properly"
 
 # Each fault is scripted once for the patient's chat and once for the staff chat, before the danger sign.
@@ -51,16 +49,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     with FakeTelegram() as fake, tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": fake.token,
-            "AFTERCARE_TELEGRAM_API_URL": fake.base_url,
-            "AFTERCARE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-            "AFTERCARE_STAFF_CHAT_ID": str(STAFF_CHAT),
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"], cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc = start_bot(fake, Path(tmp))
         try:
             fake.wait_for_polling_sync(timeout=60)
             patient = 800_000

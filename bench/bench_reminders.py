@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import insert  # noqa: E402
 
+from bench.botprocess import start_bot  # noqa: E402
 from bot.store import open_store  # noqa: E402
 from bot.store.tables import EnrolmentRow, PatientRow, ReminderRow  # noqa: E402
 from tests.fake_telegram import FakeTelegram  # noqa: E402
@@ -97,28 +97,14 @@ def seed(db: Path, patients: int, *, due_now: int) -> None:
 CONTENT: Path | None = None  # --content: another content folder (default: the shipped faq/)
 
 
-def start_bot(fake: FakeTelegram, folder: Path, db: Path, rate: float) -> subprocess.Popen[bytes]:
-    config = folder / "config.yaml"
+def start_reminder_bot(fake: FakeTelegram, folder: Path, rate: float) -> subprocess.Popen[bytes]:
+    """The bot with quiet hours off (the burst is due now, whatever the hour) and the given send rate."""
     extra = (
         f"content_dir: {CONTENT}\nlanguages: [en]\nreminders:\n  treatments: [meso_face, microneedling]\n"
         if CONTENT
         else "reminders:\n"
     )
-    config.write_text(f"{extra}  quiet_hours: ''\ntelegram:\n  max_messages_per_second: {rate}\n", encoding="utf-8")
-    env = {
-        **os.environ,
-        "TELEGRAM_BOT_TOKEN": fake.token,
-        "AFTERCARE_TELEGRAM_API_URL": fake.base_url,
-        "AFTERCARE_DATABASE_URL": f"sqlite:///{db}",
-        "AFTERCARE_STAFF_CHAT_ID": "-100999",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot", "--config", str(config), "run"],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return start_bot(fake, folder, f"{extra}  quiet_hours: ''\ntelegram:\n  max_messages_per_second: {rate}\n")
 
 
 def reminders_sent(fake: FakeTelegram) -> list[float]:
@@ -148,7 +134,7 @@ def burst(reminders: int, window: float, *, limited: bool) -> dict[str, object]:
         seed(db, reminders, due_now=reminders)
         if limited:
             fake.enforce_limits()
-        proc = start_bot(fake, folder, db, 29 if limited else 0)
+        proc = start_reminder_bot(fake, folder, 29 if limited else 0)
         latencies: list[float] = []
         try:
             fake.wait_for_polling_sync(timeout=120)
@@ -202,7 +188,7 @@ def startup(patients: int) -> dict[str, object]:
         db = folder / "bench.db"
         seed(db, patients, due_now=0)
         began = time.perf_counter()
-        proc = start_bot(fake, folder, db, 29)
+        proc = start_reminder_bot(fake, folder, 29)
         try:
             fake.wait_for_polling_sync(timeout=120)
             ready = time.perf_counter() - began

@@ -361,10 +361,14 @@ class Matcher:
         top_topic, top_score = ranked[0]
         runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
         answerable = 1.0 if vector is None else self.answerable(vector)
-        grounded = top_score >= HIGH_SCORE or self.coverage(text, top_topic) >= MIN_COVERAGE
-        confident = self._confident(top_score, runner_up, len(words(fold(text))))
-        agreed = answerable >= NEIGHBOURS_MIN_ANSWERABLE and self._neighbours_agree(similarity, top_topic)
-        if confident and ((answerable >= MIN_ANSWERABLE and grounded) or agreed):
+        # Each check only when the one before leaves the answer open (the neighbours scan every document).
+        if self._confident(top_score, runner_up, len(words(fold(text)))) and (
+            (
+                answerable >= MIN_ANSWERABLE
+                and (top_score >= HIGH_SCORE or self.coverage(text, top_topic) >= MIN_COVERAGE)
+            )
+            or (answerable >= NEIGHBOURS_MIN_ANSWERABLE and self._neighbours_agree(similarity, top_topic))
+        ):
             return MatchResult(Outcome.ANSWER, top_topic, round(top_score, 4), _candidates(ranked[1:], top_score), lang)
         if top_score >= UNSURE_THRESHOLD:
             return MatchResult(Outcome.UNSURE, None, round(top_score, 4), _candidates(ranked, top_score), lang)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
 
@@ -527,19 +526,10 @@ def _seconds(value: int | float | timedelta) -> float:
 
 
 def _maybe_sent(exc: BaseException) -> bool:
-    """Whether a failed request may have reached Telegram (a read timeout, a connection lost mid-answer)."""
+    """Whether a failed request may have reached Telegram (a read timeout, a connection lost mid-answer): the HTTP
+    layer says so on the errors it raises; any other timeout is taken as possibly delivered."""
     reached = reached_telegram(exc)
-    if reached is not None:
-        return reached
-    cause = exc.__cause__
-    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return False
-    if isinstance(cause, httpx.ReadTimeout | httpx.WriteTimeout | httpx.RemoteProtocolError | httpx.ReadError):
-        return True
-    text = str(exc)
-    if "RemoteProtocolError" in text or "ReadError" in text or "disconnected" in text.lower():
-        return True
-    return isinstance(exc, TimedOut) and "pool" not in text.lower() and "connect" not in text.lower()
+    return isinstance(exc, TimedOut) if reached is None else reached
 
 
 def _short(exc: BaseException) -> str:
